@@ -1,0 +1,1 @@
+"""Tests of the virtual meter firmware (accounting model, NVM, reports)."""
