@@ -1,0 +1,855 @@
+"""The message catalogue: every payload the meter and the agent exchange.
+
+Each message is a frozen dataclass with a ``TYPE`` byte and a construct ``STRUCT``
+(with an ASCII diagram of its bytes in the docstring).  ``encode()`` builds the
+payload, ``decode(type, payload)`` parses one.  Requests have TYPE < 0x80; replies
+have TYPE >= 0x80 and carry the SEQ of the request they answer.
+
+Common field types::
+
+    u8 / u16 / u32 / u64   unsigned big-endian integers
+    str8                   u8 byte count N, then N bytes of UTF-8
+    digest16               16 bytes (protocol.digest.list_digest)
+    date32                 u32 calendar date as YYYYMMDD in decimal (20261122), 0 = none
+
+Every payload must be consumed exactly: trailing bytes make a message MALFORMED.
+Payloads are parsed with *compiled* structs only after the frame decoder has
+checked LEN and CRC (construct's own advice for untrusted input).  A payload
+that still fails to parse raises ``MessageError``, which the meter answers with
+``ERROR(MALFORMED)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, ClassVar, Self
+
+from construct import (
+    BitStruct,
+    Bytes,
+    Construct,
+    Flag,
+    If,
+    Int8ub,
+    Int16ub,
+    Int32ub,
+    Int64ub,
+    Padding,
+    PascalString,
+    PrefixedArray,
+    Struct,
+    Terminated,
+    this,
+)
+
+from protocol.digest import DIGEST_SIZE
+from protocol.errors import ErrorCode
+
+Str8 = PascalString(Int8ub, "utf8")
+Digest16 = Bytes(DIGEST_SIZE)
+NO_DIGEST = bytes(DIGEST_SIZE)
+NO_INDEX = 0xFFFF
+
+
+class MessageError(ValueError):
+    """A payload that does not parse as the message its TYPE names."""
+
+    def __init__(self, code: ErrorCode, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+
+
+class Period(IntEnum):
+    """Accounting period lengths (SET_SETTINGS.period)."""
+
+    NONE = 0
+    WEEKLY = 1
+    MONTHLY = 2
+    QUARTERLY = 3
+    HALF_YEARLY = 4
+    YEARLY = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Base of every message; subclasses set TYPE and STRUCT."""
+
+    TYPE: ClassVar[int]
+    STRUCT: ClassVar[Construct]
+    IS_REQUEST: ClassVar[bool] = True
+
+    def to_container(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_container(cls, c: Mapping[str, Any]) -> Self:
+        return cls(**{f.name: c[f.name] for f in dataclasses.fields(cls)})
+
+    def encode(self) -> bytes:
+        try:
+            return bytes(_COMPILED[self.TYPE].build(self.to_container()))
+        except Exception as exc:  # construct raises many types; one clear error out
+            raise ValueError(f"cannot encode {type(self).__name__}: {exc}") from None
+
+
+# --------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """HELLO (0x01): open a session; the meter answers IDENTIFY.
+
+    ::
+
+        +--------+-------------+----------------+
+        | nonce  | max_version | client         |
+        | u32    | u8          | str8           |
+        +--------+-------------+----------------+
+
+    ``nonce`` is a random number per client session.  HELLO is never cached: it
+    resets the meter's sequence window and duplicate cache, drops any staged list
+    transaction and forgets a previous AUTH.
+    """
+
+    TYPE = 0x01
+    STRUCT = Struct("nonce" / Int32ub, "max_version" / Int8ub, "client" / Str8, Terminated)
+    nonce: int
+    max_version: int = 1
+    client: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Auth(Message):
+    """AUTH (0x02): give the supervisor password; ACK or ERROR.
+
+    ::
+
+        +----------------+
+        | password str8  |
+        +----------------+
+
+    Required before any accounting change (BEGIN, PUT, DELETE, COMMIT, RESET,
+    SET_SETTINGS) and before READ_ACCOUNTS reveals account passwords.  Five wrong
+    passwords in a row lock AUTH out for a while (ERROR LOCKED_OUT).
+    """
+
+    TYPE = 0x02
+    STRUCT = Struct("password" / Str8, Terminated)
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadAccounts(Message):
+    """READ_ACCOUNTS (0x03): one page of the account list; answered by ACCOUNT_PAGE.
+
+    ::
+
+        +--------+--------+
+        | offset | limit  |
+        | u16    | u16    |
+        +--------+--------+
+
+    Accounts come in list order (parents before children).  The meter may return
+    fewer than ``limit`` to fit its maximum payload; ask again from offset+count.
+    """
+
+    TYPE = 0x03
+    STRUCT = Struct("offset" / Int16ub, "limit" / Int16ub, Terminated)
+    offset: int = 0
+    limit: int = 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Begin(Message):
+    """BEGIN (0x04): open a list transaction; ACK.
+
+    ::
+
+        +--------+
+        | txn    |
+        | u32    |
+        +--------+
+
+    The meter stages every PUT/DELETE carrying this ``txn`` on a copy of its list;
+    the live list is untouched until COMMIT.  A new BEGIN discards any earlier
+    staged transaction (its agent is gone).
+    """
+
+    TYPE = 0x04
+    STRUCT = Struct("txn" / Int32ub, Terminated)
+    txn: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutRecord:
+    """One account to create or update, keyed by ``code`` (see PUT_ACCOUNTS)."""
+
+    code: str
+    parent_code: str = ""
+    name: str = ""
+    active: bool = True
+    password_enabled: bool = False
+    password: str | None = field(default=None, repr=False)  # None: keep / roll down
+    number: int = 0  # 0: meter assigns (or keeps) the number
+
+
+_PutFlags = BitStruct(
+    Padding(4),
+    "has_number" / Flag,
+    "set_password" / Flag,
+    "password_enabled" / Flag,
+    "active" / Flag,
+)
+_PutRecordStruct = Struct(
+    "flags" / _PutFlags,
+    "code" / Str8,
+    "name" / Str8,
+    "password" / If(this.flags.set_password, Str8),
+    "number" / If(this.flags.has_number, Int16ub),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PutAccounts(Message):
+    """PUT_ACCOUNTS (0x05): create or update accounts in the open transaction; ACK(n).
+
+    Records are grouped by parent so a parent code is sent once per group::
+
+        +-----+--------+-------------------------------------------------------+
+        | txn | ngroup | group * ngroup                                        |
+        | u32 | u8     | +---------------+--------+------------------------+   |
+        |     |        | | parent str8   | nrec u8| record * nrec          |   |
+        |     |        | +---------------+--------+------------------------+   |
+        +-----+--------+-------------------------------------------------------+
+
+        record:
+        +-------+-----------+-----------+------------------+-------------------+
+        | flags | code str8 | name str8 | password str8    | number u16        |
+        | u8    |           |           | if SET_PASSWORD  | if HAS_NUMBER     |
+        +-------+-----------+-----------+------------------+-------------------+
+
+        flags: bit0 ACTIVE  bit1 PASSWORD_ENABLED  bit2 SET_PASSWORD  bit3 HAS_NUMBER
+
+    An empty parent is the top level.  Creating the first child under a chargeable
+    account rolls that account's number, password and counters down onto it.  The
+    batch is all-or-nothing: an ERROR reply names the failing record's index.
+    """
+
+    TYPE = 0x05
+    STRUCT = Struct(
+        "txn" / Int32ub,
+        "groups"
+        / PrefixedArray(
+            Int8ub, Struct("parent" / Str8, "accounts" / PrefixedArray(Int8ub, _PutRecordStruct))
+        ),
+        Terminated,
+    )
+    txn: int
+    records: tuple[PutRecord, ...] = ()
+
+    def to_container(self) -> dict[str, Any]:
+        groups: list[dict[str, Any]] = []
+        for rec in self.records:
+            if (
+                not groups
+                or groups[-1]["parent"] != rec.parent_code
+                or len(groups[-1]["accounts"]) == 255
+            ):
+                groups.append({"parent": rec.parent_code, "accounts": []})
+            groups[-1]["accounts"].append(
+                {
+                    "flags": {
+                        "active": rec.active,
+                        "password_enabled": rec.password_enabled,
+                        "set_password": rec.password is not None,
+                        "has_number": rec.number != 0,
+                    },
+                    "code": rec.code,
+                    "name": rec.name,
+                    "password": rec.password,
+                    "number": rec.number or None,
+                }
+            )
+        return {"txn": self.txn, "groups": groups}
+
+    @classmethod
+    def from_container(cls, c: Mapping[str, Any]) -> Self:
+        records = tuple(
+            PutRecord(
+                code=a["code"],
+                parent_code=g["parent"],
+                name=a["name"],
+                active=a["flags"]["active"],
+                password_enabled=a["flags"]["password_enabled"],
+                password=a["password"],
+                number=a["number"] or 0,
+            )
+            for g in c["groups"]
+            for a in g["accounts"]
+        )
+        return cls(txn=c["txn"], records=records)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAccounts(Message):
+    """DELETE_ACCOUNTS (0x06): delete accounts (children first) in the transaction; ACK(n).
+
+    ::
+
+        +-----+--------+------------------+
+        | txn | ncodes | code str8 * n    |
+        | u32 | u16    |                  |
+        +-----+--------+------------------+
+
+    An account that has ever been charged is never deleted (ERROR HAS_HISTORY):
+    deactivate it with PUT instead.
+    """
+
+    TYPE = 0x06
+    STRUCT = Struct("txn" / Int32ub, "codes" / PrefixedArray(Int16ub, Str8), Terminated)
+    txn: int
+    codes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_container(cls, c: Mapping[str, Any]) -> Self:
+        return cls(txn=c["txn"], codes=tuple(c["codes"]))
+
+    def to_container(self) -> dict[str, Any]:
+        return {"txn": self.txn, "codes": list(self.codes)}
+
+
+@dataclass(frozen=True, slots=True)
+class Commit(Message):
+    """COMMIT (0x07): make the staged list live, atomically and durably; COMMITTED.
+
+    ::
+
+        +-----+----------------------+
+        | txn | expected_digest      |
+        | u32 | digest16             |
+        +-----+----------------------+
+
+    If ``expected_digest`` is not all zero and differs from the staged list's
+    digest, the meter refuses (ERROR DIGEST_MISMATCH) and keeps its old list.
+    """
+
+    TYPE = 0x07
+    STRUCT = Struct("txn" / Int32ub, "expected_digest" / Digest16, Terminated)
+    txn: int
+    expected_digest: bytes = NO_DIGEST
+
+
+@dataclass(frozen=True, slots=True)
+class Abort(Message):
+    """ABORT (0x08): drop the staged transaction; ACK.
+
+    ::
+
+        +-----+
+        | txn |
+        | u32 |
+        +-----+
+    """
+
+    TYPE = 0x08
+    STRUCT = Struct("txn" / Int32ub, Terminated)
+    txn: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadCounters(Message):
+    """READ_COUNTERS (0x09): one page of chargeable accounts' counters; COUNTER_PAGE.
+
+    ::
+
+        +--------+--------+
+        | offset | limit  |
+        | u16    | u16    |
+        +--------+--------+
+    """
+
+    TYPE = 0x09
+    STRUCT = Struct("offset" / Int16ub, "limit" / Int16ub, Terminated)
+    offset: int = 0
+    limit: int = 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class ResetCounters(Message):
+    """RESET (0x0A): clear counters; ACK(number of accounts cleared).
+
+    ::
+
+        +--------+
+        | number |
+        | u16    |
+        +--------+
+
+    ``number`` 0 resets every account (and moves the period cutoff forward); a
+    number resets that one lowest-level account, only when individual reset is
+    enabled (ERROR RESET_DISABLED otherwise).
+    """
+
+    TYPE = 0x0A
+    STRUCT = Struct("number" / Int16ub, Terminated)
+    number: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunMail(Message):
+    """RUN_MAIL (0x0B, simulator only): the operator runs mail; MAIL_DONE.
+
+    ::
+
+        +--------+---------------+--------+---------------+-------------+
+        | number | password str8 | pieces | postage_mills | duration_ms |
+        | u16    |               | u32    | u32           | u16         |
+        +--------+---------------+--------+---------------+-------------+
+
+    Charges ``pieces`` and ``postage_mills`` (the run's total, in tenths of a cent)
+    to the account.  While the run lasts (``duration_ms``) the meter is away from
+    its home screen and answers every other request with BUSY.
+    """
+
+    TYPE = 0x0B
+    STRUCT = Struct(
+        "number" / Int16ub,
+        "password" / Str8,
+        "pieces" / Int32ub,
+        "postage_mills" / Int32ub,
+        "duration_ms" / Int16ub,
+        Terminated,
+    )
+    number: int
+    password: str = field(default="", repr=False)
+    pieces: int = 1
+    postage_mills: int = 0
+    duration_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SetSettings(Message):
+    """SET_SETTINGS (0x0C): accounting settings; ACK.
+
+    ::
+
+        +------------------+--------+--------+--------+
+        | reset_individual | period | cutoff | today  |
+        | u8 (0/1)         | u8     | date32 | date32 |
+        +------------------+--------+--------+--------+
+
+    ``period`` is a Period; ``cutoff`` the end of the current period (0 = none).
+    ``today`` (simulator only) pins the meter's calendar date; 0 = real clock.
+    """
+
+    TYPE = 0x0C
+    STRUCT = Struct(
+        "reset_individual" / Flag,
+        "period" / Int8ub,
+        "cutoff" / Int32ub,
+        "today" / Int32ub,
+        Terminated,
+    )
+    reset_individual: bool = False
+    period: int = Period.NONE
+    cutoff: int = 0
+    today: int = 0
+
+
+# ---------------------------------------------------------------------- replies
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(Message):
+    """ACK (0x80): the request was applied.
+
+    ::
+
+        +--------+
+        | value  |
+        | u32    |
+        +--------+
+
+    ``value`` is a count where the request names one (records applied, accounts
+    reset), else 0.
+    """
+
+    TYPE = 0x80
+    IS_REQUEST = False
+    STRUCT = Struct("value" / Int32ub, Terminated)
+    value: int = 0
+
+
+_IdentifyState = BitStruct(
+    Padding(5),
+    "period_expired" / Flag,
+    "transaction_open" / Flag,
+    "authenticated" / Flag,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Identify(Message):
+    """IDENTIFY (0x81): the meter introduces itself (answer to HELLO).
+
+    ::
+
+        +---------+-------+--------+----------+----------+------------+----------+
+        | version | model | serial | firmware | capacity | chargeable | accounts |
+        | u8      | str8  | str8   | str8     | u16      | u16        | u16      |
+        +---------+-------+--------+----------+----------+------------+----------+
+        +----------+-------------+--------+-------+
+        | digest   | max_payload | window | state |
+        | digest16 | u16         | u8     | u8    |
+        +----------+-------------+--------+-------+
+
+        state: bit0 AUTHENTICATED  bit1 TRANSACTION_OPEN  bit2 PERIOD_EXPIRED
+
+    ``version`` is the protocol version the meter will speak (<= HELLO.max_version);
+    ``window`` is how many requests the client may have in flight.
+    """
+
+    TYPE = 0x81
+    IS_REQUEST = False
+    STRUCT = Struct(
+        "version" / Int8ub,
+        "model" / Str8,
+        "serial" / Str8,
+        "firmware" / Str8,
+        "capacity" / Int16ub,
+        "chargeable" / Int16ub,
+        "accounts" / Int16ub,
+        "digest" / Digest16,
+        "max_payload" / Int16ub,
+        "window" / Int8ub,
+        "state" / _IdentifyState,
+        Terminated,
+    )
+    version: int
+    model: str
+    serial: str
+    firmware: str
+    capacity: int
+    chargeable: int
+    accounts: int
+    digest: bytes
+    max_payload: int
+    window: int
+    authenticated: bool = False
+    transaction_open: bool = False
+    period_expired: bool = False
+
+    _STATE: ClassVar[tuple[str, ...]] = ("authenticated", "transaction_open", "period_expired")
+
+    def to_container(self) -> dict[str, Any]:
+        c = Message.to_container(self)
+        c["state"] = {k: c.pop(k) for k in self._STATE}
+        return c
+
+    @classmethod
+    def from_container(cls, c: Mapping[str, Any]) -> Self:
+        flat = {k: v for k, v in c.items() if k != "state" and not k.startswith("_")}
+        flat.update({k: c["state"][k] for k in cls._STATE})
+        return super(Identify, cls).from_container(flat)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEntry:
+    """One account in an ACCOUNT_PAGE."""
+
+    number: int
+    code: str
+    parent_code: str
+    name: str
+    active: bool
+    chargeable: bool
+    password_enabled: bool
+    ever_charged: bool
+    password: str = field(default="", repr=False)
+    pieces: int = 0
+    postage_mills: int = 0
+
+
+_EntryFlags = BitStruct(
+    Padding(4),
+    "ever_charged" / Flag,
+    "password_enabled" / Flag,
+    "chargeable" / Flag,
+    "active" / Flag,
+)
+_AccountEntryStruct = Struct(
+    "number" / Int16ub,
+    "flags" / _EntryFlags,
+    "code" / Str8,
+    "parent_code" / Str8,
+    "name" / Str8,
+    "password" / Str8,
+    "pieces" / Int32ub,
+    "postage_mills" / Int64ub,
+)
+_ENTRY_FLAGS = ("active", "chargeable", "password_enabled", "ever_charged")
+
+
+@dataclass(frozen=True, slots=True)
+class AccountPage(Message):
+    """ACCOUNT_PAGE (0x83): accounts ``offset .. offset+n-1`` of ``total``.
+
+    ::
+
+        +-------+--------+-----+------------------+
+        | total | offset | n   | entry * n        |
+        | u16   | u16    | u16 |                  |
+        +-------+--------+-----+------------------+
+
+        entry:
+        +--------+-------+------+--------+------+----------+--------+---------------+
+        | number | flags | code | parent | name | password | pieces | postage_mills |
+        | u16    | u8    | str8 | str8   | str8 | str8     | u32    | u64           |
+        +--------+-------+------+--------+------+----------+--------+---------------+
+
+        flags: bit0 ACTIVE  bit1 CHARGEABLE  bit2 PASSWORD_ENABLED  bit3 EVER_CHARGED
+
+    ``number`` is 0 for administrative (parent) accounts.  ``password`` is empty
+    unless the session is authenticated.
+    """
+
+    TYPE = 0x83
+    IS_REQUEST = False
+    STRUCT = Struct(
+        "total" / Int16ub,
+        "offset" / Int16ub,
+        "entries" / PrefixedArray(Int16ub, _AccountEntryStruct),
+        Terminated,
+    )
+    total: int
+    offset: int
+    entries: tuple[AccountEntry, ...] = ()
+
+    def to_container(self) -> dict[str, Any]:
+        entries = []
+        for e in self.entries:
+            d = dataclasses.asdict(e)
+            d["flags"] = {k: d.pop(k) for k in _ENTRY_FLAGS}
+            entries.append(d)
+        return {"total": self.total, "offset": self.offset, "entries": entries}
+
+    @classmethod
+    def from_container(cls, c: Mapping[str, Any]) -> Self:
+        entries = tuple(
+            AccountEntry(
+                number=e["number"],
+                code=e["code"],
+                parent_code=e["parent_code"],
+                name=e["name"],
+                password=e["password"],
+                pieces=e["pieces"],
+                postage_mills=e["postage_mills"],
+                **{k: e["flags"][k] for k in _ENTRY_FLAGS},
+            )
+            for e in c["entries"]
+        )
+        return cls(total=c["total"], offset=c["offset"], entries=entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Committed(Message):
+    """COMMITTED (0x87): the staged list is live and durable.
+
+    ::
+
+        +----------+-------+---------+---------+------------+
+        | digest   | added | changed | deleted | chargeable |
+        | digest16 | u16   | u16     | u16     | u16        |
+        +----------+-------+---------+---------+------------+
+    """
+
+    TYPE = 0x87
+    IS_REQUEST = False
+    STRUCT = Struct(
+        "digest" / Digest16,
+        "added" / Int16ub,
+        "changed" / Int16ub,
+        "deleted" / Int16ub,
+        "chargeable" / Int16ub,
+        Terminated,
+    )
+    digest: bytes
+    added: int = 0
+    changed: int = 0
+    deleted: int = 0
+    chargeable: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CounterEntry:
+    number: int
+    pieces: int
+    postage_mills: int
+
+
+@dataclass(frozen=True, slots=True)
+class CounterPage(Message):
+    """COUNTER_PAGE (0x89): counters of chargeable accounts, by number.
+
+    ::
+
+        +-------+--------+-----+--------------------------------------------+
+        | total | offset | n   | entry * n: number u16, pieces u32,         |
+        | u16   | u16    | u16 |            postage_mills u64               |
+        +-------+--------+-----+--------------------------------------------+
+    """
+
+    TYPE = 0x89
+    IS_REQUEST = False
+    STRUCT = Struct(
+        "total" / Int16ub,
+        "offset" / Int16ub,
+        "entries"
+        / PrefixedArray(
+            Int16ub, Struct("number" / Int16ub, "pieces" / Int32ub, "postage_mills" / Int64ub)
+        ),
+        Terminated,
+    )
+    total: int
+    offset: int
+    entries: tuple[CounterEntry, ...] = ()
+
+    def to_container(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "offset": self.offset,
+            "entries": [dataclasses.asdict(e) for e in self.entries],
+        }
+
+    @classmethod
+    def from_container(cls, c: Mapping[str, Any]) -> Self:
+        entries = tuple(
+            CounterEntry(e["number"], e["pieces"], e["postage_mills"]) for e in c["entries"]
+        )
+        return cls(total=c["total"], offset=c["offset"], entries=entries)
+
+
+@dataclass(frozen=True, slots=True)
+class MailDone(Message):
+    """MAIL_DONE (0x8B): the mail run was charged; the account's new totals.
+
+    ::
+
+        +--------+--------+---------------+
+        | number | pieces | postage_mills |
+        | u16    | u32    | u64           |
+        +--------+--------+---------------+
+    """
+
+    TYPE = 0x8B
+    IS_REQUEST = False
+    STRUCT = Struct("number" / Int16ub, "pieces" / Int32ub, "postage_mills" / Int64ub, Terminated)
+    number: int
+    pieces: int
+    postage_mills: int
+
+
+@dataclass(frozen=True, slots=True)
+class Busy(Message):
+    """BUSY (0x8E): the meter is not at its home screen; nothing was applied.
+
+    ::
+
+        +----------------+
+        | retry_after_ms |
+        | u16            |
+        +----------------+
+
+    Retransmit the same request (same SEQ) after at least ``retry_after_ms``.
+    BUSY is never cached as the answer to a SEQ.
+    """
+
+    TYPE = 0x8E
+    IS_REQUEST = False
+    STRUCT = Struct("retry_after_ms" / Int16ub, Terminated)
+    retry_after_ms: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    """ERROR (0x8F): the request was refused and changed nothing.
+
+    ::
+
+        +------+-------+--------------+
+        | code | index | message str8 |
+        | u16  | u16   |              |
+        +------+-------+--------------+
+
+    ``code`` is an ErrorCode; ``index`` the failing record within a batch
+    (0xFFFF when not about a record); ``message`` is for humans.
+    """
+
+    TYPE = 0x8F
+    IS_REQUEST = False
+    STRUCT = Struct("code" / Int16ub, "index" / Int16ub, "message" / Str8, Terminated)
+    code: int
+    index: int = NO_INDEX
+    message: str = ""
+
+
+CATALOGUE: dict[int, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        Hello,
+        Auth,
+        ReadAccounts,
+        Begin,
+        PutAccounts,
+        DeleteAccounts,
+        Commit,
+        Abort,
+        ReadCounters,
+        ResetCounters,
+        RunMail,
+        SetSettings,
+        Ack,
+        Identify,
+        AccountPage,
+        Committed,
+        CounterPage,
+        MailDone,
+        Busy,
+        Error,
+    )
+}
+"""Every message type, by TYPE byte."""
+
+_COMPILED: dict[int, Construct] = {t: cls.STRUCT.compile() for t, cls in CATALOGUE.items()}
+
+
+def decode(msg_type: int, payload: bytes) -> Message:
+    """Parse one payload (whose frame CRC already checked) into its message."""
+    cls = CATALOGUE.get(msg_type)
+    if cls is None:
+        raise MessageError(ErrorCode.UNKNOWN_MESSAGE, f"unknown message type 0x{msg_type:02x}")
+    try:
+        container = _COMPILED[msg_type].parse(payload)
+    except Exception as exc:  # construct raises many exception types; collapse them
+        raise MessageError(
+            ErrorCode.MALFORMED, f"malformed {cls.__name__} payload ({type(exc).__name__})"
+        ) from None
+    return cls.from_container(container)
+
+
+def message_name(msg_type: int) -> str:
+    cls = CATALOGUE.get(msg_type)
+    return cls.__name__ if cls else f"0x{msg_type:02x}"
+
+
+def redacted(msg: Message) -> str:
+    """A one-line description safe for logs and traces (passwords never shown)."""
+    return repr(msg)
+
+
+def put_payload_size(records: Sequence[PutRecord]) -> int:
+    """Payload bytes PUT_ACCOUNTS needs for ``records`` (for batching to max_payload)."""
+    return len(PutAccounts(0, tuple(records)).encode())

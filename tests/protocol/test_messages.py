@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import pytest
+from construct import Container, ListContainer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol import strategies as mst
+from protocol.errors import ErrorCode
+from protocol.messages import (
+    CATALOGUE,
+    Ack,
+    Auth,
+    Error,
+    Hello,
+    Message,
+    MessageError,
+    PutAccounts,
+    PutRecord,
+    decode,
+)
+from tests.protocol.roundtrip import common
+
+
+@pytest.mark.parametrize(
+    "cls", sorted(CATALOGUE.values(), key=lambda c: c.TYPE), ids=lambda c: c.__name__
+)
+@settings(max_examples=60)
+@given(data=st.data())
+def test_every_message_round_trips(cls: type[Message], data: st.DataObject) -> None:
+    msg = data.draw(mst.message_of(cls))
+    payload = msg.encode()
+    assert decode(cls.TYPE, payload) == msg
+    # plain and compiled structs agree on the same bytes
+    container = cls.STRUCT.parse(payload)
+    assert cls.STRUCT.build(container) == payload
+    assert cls.STRUCT.compile().parse(payload) == container
+
+
+def test_every_message_has_a_byte_diagram() -> None:
+    for cls in CATALOGUE.values():
+        assert cls.__doc__ and "+--" in cls.__doc__, cls.__name__
+
+
+def test_type_bytes_split_requests_and_replies() -> None:
+    for t, cls in CATALOGUE.items():
+        assert (t < 0x80) == cls.IS_REQUEST, cls.__name__
+
+
+def test_fixed_examples_in_one_line_each() -> None:
+    common(Ack.STRUCT, b"\x00\x00\x00\x05", Container(value=5))  # Terminated: no fixed size
+    common(Auth.STRUCT, b"\x04s3cr", Container(password="s3cr"))
+    common(Error.STRUCT, b"\x00\x09\xff\xff\x02no", Container(code=9, index=0xFFFF, message="no"))
+    common(
+        PutAccounts.STRUCT,
+        bytes.fromhex("000000010100010101410441636d65"),
+        Container(
+            txn=1,
+            groups=ListContainer(
+                [
+                    Container(
+                        parent="",
+                        accounts=ListContainer(
+                            [
+                                Container(
+                                    flags=Container(
+                                        has_number=False,
+                                        set_password=False,
+                                        password_enabled=False,
+                                        active=True,
+                                    ),
+                                    code="A",
+                                    name="Acme",
+                                    password=None,
+                                    number=None,
+                                )
+                            ]
+                        ),
+                    )
+                ]
+            ),
+        ),
+    )
+
+
+def test_put_groups_records_by_parent() -> None:
+    recs = (PutRecord("a", "P", "x"), PutRecord("b", "P", "y"), PutRecord("c", "Q", "z"))
+    c = PutAccounts(1, recs).to_container()
+    assert [g["parent"] for g in c["groups"]] == ["P", "Q"]
+    assert decode(PutAccounts.TYPE, PutAccounts(1, recs).encode()) == PutAccounts(1, recs)
+
+
+def test_passwords_never_in_repr() -> None:
+    assert "hunter" not in repr(Auth("hunter2"))
+    assert "pw12" not in repr(PutAccounts(1, (PutRecord("a", password="pw12"),)))
+
+
+@pytest.mark.parametrize(
+    ("msg_type", "payload", "code"),
+    [
+        (0x7F, b"", ErrorCode.UNKNOWN_MESSAGE),
+        (Hello.TYPE, b"", ErrorCode.MALFORMED),
+        (Ack.TYPE, b"\x00\x00\x00\x01\x00", ErrorCode.MALFORMED),  # trailing byte
+        (Auth.TYPE, b"\x02\xff\xfe", ErrorCode.MALFORMED),  # not UTF-8
+    ],
+)
+def test_bad_payloads_raise_message_error(msg_type: int, payload: bytes, code: ErrorCode) -> None:
+    with pytest.raises(MessageError) as info:
+        decode(msg_type, payload)
+    assert info.value.code == code
+
+
+@given(st.integers(0, 255), st.binary(max_size=200))
+def test_decode_never_raises_anything_but_message_error(msg_type: int, payload: bytes) -> None:
+    try:
+        decode(msg_type, payload)
+    except MessageError:
+        pass
