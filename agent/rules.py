@@ -14,6 +14,7 @@ Cost Accounting service (``--policy cost-accounting``, the default) or not
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -245,12 +246,12 @@ RULES: tuple[Rule, ...] = (
 RULES_BY_NAME: dict[str, Rule] = {r.name: r for r in RULES}
 assert len(RULES_BY_NAME) == len(RULES), "duplicate rule name"
 
-_KIND_CACHE: dict[tuple[str, Policy], tuple[Rule, ...]] = {}
+_KIND_CACHE: dict[tuple[str, PolicyKind, bool], tuple[Rule, ...]] = {}
 
 
 def rules_for(kind: str, policy: Policy) -> tuple[Rule, ...]:
     """The value rules that apply to a field of ``kind`` under ``policy``."""
-    key = (kind, policy)
+    key = (kind, policy.kind, policy.hierarchy_display)
     found = _KIND_CACHE.get(key)
     if found is None:
         found = tuple(
@@ -260,11 +261,37 @@ def rules_for(kind: str, policy: Policy) -> tuple[Rule, ...]:
     return found
 
 
+# Fast path for the common case (a 100,000-row file checks 200,000 labels): a value
+# made only of these characters, within the limits below, passes every value rule.
+# tests/agent/test_rules.py checks that this never accepts what the table refuses.
+_SAFE_CA = re.compile(r"[A-Za-z0-9 !#$%()*+,./:?_]+")
+_SAFE_STANDALONE = re.compile(r"[A-Za-z0-9 !#$%()*+,./:?_@\\&'=;<>\[\]{}|^~`\"]+")
+_FLAGS = {"status": TRUE_FALSE, "bool": TRUE_FALSE, "yn": YES_NO, "access-level": ACCESS_LEVELS}
+
+
+def quick_ok(kind: str, value: str, policy: Policy) -> bool:
+    """True when ``value`` certainly passes every value rule for ``kind`` (False: unsure)."""
+    if kind in LABEL:
+        if len(value) > 75 or value[-1] == " ":
+            return False
+        if policy.kind is PolicyKind.COST_ACCOUNTING:
+            return (
+                _SAFE_CA.fullmatch(value) is not None and value[0] != " " and "  " not in value
+            )
+        return _SAFE_STANDALONE.fullmatch(value) is not None
+    if kind == "description":
+        return len(value) <= 150
+    if kind == "password":
+        return len(value) == 4
+    allowed = _FLAGS.get(kind)
+    return allowed is not None and value in allowed
+
+
 def check_value(
     kind: str, value: str, column: str, line: int, policy: Policy
 ) -> list[Issue]:
     """Run every value rule for ``kind`` over a non-empty ``value``."""
-    if not value:
+    if not value or quick_ok(kind, value, policy):
         return []
     out: list[Issue] = []
     for rule in rules_for(kind, policy):
