@@ -38,4 +38,5 @@ class ErrorCode(IntEnum):
     MOVE_NOT_SUPPORTED = 25  #: PUT would move an existing account to another parent
     INVALID_FIELD = 26  #: a field value is out of range (empty name, bad number, ...)
     NUMBER_IN_USE = 27  #: an explicit account number another account already holds
+    SETUP_IN_PROGRESS = 28  #: mail run while a list transaction is open (accounting setup)
     INTERNAL = 99  #: the meter failed; the request was not applied
