@@ -220,3 +220,9 @@ def test_password_values_never_appear_in_messages(tmp_path: Path) -> None:
     joined = "\n".join(plan.error_lines())
     assert "s3cr" not in joined and "zq9" not in joined
     assert len(plan.issues) == 2
+
+
+def test_docs_explain_every_rule() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "CSV.md").read_text(encoding="utf-8")
+    missing = [r.name for r in RULES if f"`{r.name}`" not in doc]
+    assert missing == []
