@@ -14,6 +14,7 @@ Postage and piece counters do not live here: meters hold them.
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 import os
@@ -185,8 +186,23 @@ def _migration_1(conn: sqlite3.Connection) -> None:
     )
 
 
+def _migration_2(conn: sqlite3.Connection) -> None:
+    """Meter snapshots: the list each meter held after its last sync (for delta syncs)."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE meter_snapshots (
+            serial   TEXT PRIMARY KEY,
+            digest   TEXT NOT NULL,
+            records  TEXT NOT NULL,
+            saved_at TEXT NOT NULL
+        );
+        """,
+    )
+
+
 #: Ordered migrations; the database's ``PRAGMA user_version`` is how many have run.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1, _migration_2)
 
 _SELECT_ACCOUNTS = (
     "SELECT code, name, parent_code, description, active, password_enabled, password, "
@@ -494,6 +510,36 @@ class SharedList:
             (serial,),
         ).fetchone()
         return None if row is None else _row_to_product(row)
+
+    # ------------------------------------------------------------ meter snapshots
+
+    def meter_snapshots(self) -> dict[str, tuple[bytes, tuple[AccountRecord, ...]]]:
+        """Per meter serial: the digest and list it held after its last sync.
+
+        A sync trusts a snapshot only while the meter still reports that digest, so
+        a stale one costs a full read, never a wrong change.
+        """
+        out: dict[str, tuple[bytes, tuple[AccountRecord, ...]]] = {}
+        for serial, digest, records in self._conn.execute(
+            "SELECT serial, digest, records FROM meter_snapshots"
+        ):
+            try:
+                recs = tuple(AccountRecord(**r) for r in json.loads(records))
+                out[serial] = (bytes.fromhex(digest), recs)
+            except (ValueError, TypeError):
+                continue  # unreadable snapshot: the next sync reads the meter instead
+        return out
+
+    def save_meter_snapshot(
+        self, serial: str, digest: bytes, records: Iterable[AccountRecord]
+    ) -> None:
+        data = json.dumps([dataclasses.asdict(r) for r in records], ensure_ascii=False)
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO meter_snapshots VALUES (?,?,?,?) ON CONFLICT(serial) DO UPDATE "
+                "SET digest=excluded.digest, records=excluded.records, saved_at=excluded.saved_at",
+                (serial, digest.hex(), data, _iso(_now())),
+            )
 
     # ------------------------------------------------------------------ history
 
