@@ -50,7 +50,10 @@ def apply(book: AccountBook, sup: Supervisor, seed: int, i: int) -> str:
         book.reset_all(today)
         return "reset_all"
     if roll < 0.80:
-        code = rng.choice([r.code for r in book.records() if r.chargeable])
+        pool = [r.code for r in book.records() if r.chargeable]
+        if not pool:
+            return "none"
+        code = rng.choice(pool)
         book.reset(code)
         return f"reset {code}"
     if roll < 0.85:
@@ -65,10 +68,11 @@ def apply(book: AccountBook, sup: Supervisor, seed: int, i: int) -> str:
     deletes: list[str] = []
     parent = rng.choice(["", *codes])
     puts.append(PutRequest(f"a{i}", parent, f"Acct {i}", password=rng.choice([None, f"pw{i:04d}"])))
-    target = rng.choice(codes)
-    old = book.get(target)
-    puts.append(PutRequest(target, old.parent_code, f"{old.name[:10]} {i % 97}",
-                           active=rng.random() < 0.9))
+    if codes:
+        target = rng.choice(codes)
+        old = book.get(target)
+        puts.append(PutRequest(target, old.parent_code, f"{old.name[:10]} {i % 97}",
+                               active=rng.random() < 0.9))
     victims = [c for c in codes if book.is_chargeable(c) and not book.get(c).ever_charged]
     if victims and rng.random() < 0.5:
         deletes.append(rng.choice(victims))
@@ -85,7 +89,8 @@ def main(argv: list[str]) -> int:
     try:
         book, _settings, sup, session = nvm.load()
         done = int(session.decode() or "0")
-        print("READY", done, flush=True)
+        sys.stdout.write(f"READY {done}\n")
+        sys.stdout.flush()
         i = done
         while True:
             i += 1
@@ -103,7 +108,9 @@ def main(argv: list[str]) -> int:
                 nvm.commit_book(book, blob)
             else:
                 nvm.commit_session(blob)
-            print("ACK", i, flush=True)
+            # One write per line: the ack is whole or absent, even when unbuffered.
+            sys.stdout.write(f"ACK {i}\n")
+            sys.stdout.flush()
     finally:
         nvm.close()
 
