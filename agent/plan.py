@@ -245,14 +245,14 @@ def make_plan(
                 and r.parent_code not in rolled
             ):
                 rolled.add(r.parent_code)
+                known = (
+                    f"number #{parent.number}, its password and counters "
+                    f"({parent.pieces} pieces, {parent.postage_mills} mills)"
+                    if parent.number  # a list read from the meter; a snapshot has no counters
+                    else "its number, password and counters"
+                )
                 plan.changes.append(
-                    Change(
-                        "roll-down",
-                        r.code,
-                        f"number #{parent.number}, its password and counters "
-                        f"({parent.pieces} pieces, {parent.postage_mills} mills) "
-                        f"move from {parent.name!r} to {r.name!r}",
-                    )
+                    Change("roll-down", r.code, f"{known} move from {parent.name!r} to {r.name!r}")
                 )
             if r.password_enabled and len(r.password) < MIN_PASSWORD:
                 plan.problems.append(
