@@ -44,12 +44,25 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="meterlink-demo-"))
     env = dict(os.environ)
     env["METERLINK_DB"] = str(work / "shared-list.db")
-    env["METER_SUPERVISOR_PASSWORD"] = "demo-supervisor"  # never printed by either tool
+    env["METER_SUPERVISOR_PASSWORD"] = "demo-supervisor"  # noqa: S105  (a demo; never printed)
     sim, sync = str(BIN / "meter-sim"), str(BIN / "meter-sync")
     meter = subprocess.Popen(
-        [sim, "serve", "--pty", "--state", str(work / "meter.nvm"), "--capacity", "100",
-         "--serial", "DM800i-DEMO-0001", "--baud", "38400"],
-        env=env, stdout=subprocess.PIPE, text=True,
+        [
+            sim,
+            "serve",
+            "--pty",
+            "--state",
+            str(work / "meter.nvm"),
+            "--capacity",
+            "100",
+            "--serial",
+            "DM800i-DEMO-0001",
+            "--baud",
+            "38400",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert meter.stdout is not None
@@ -71,14 +84,33 @@ def main() -> int:
         run(sync, "verify", "--port", port, env=env)
 
         step("Mail runs on the meter")
-        report = json.loads(run(sync, "report", "--port", port, "--format", "json", env=env, capture=True))
+        report = json.loads(
+            run(sync, "report", "--port", port, "--format", "json", env=env, capture=True)
+        )
         numbers = {a["code"]: a["number"] for a in report["accounts"] if a["chargeable"]}
-        runs = [("2110", "", "0.730", "12"), ("2200", "", "1.160", "3"), ("3100", "", "0.580", "40"),
-                ("2130", "R0ck", "7.950", "1"), ("3200", "", "0.730", "5")]
+        runs = [
+            ("2110", "", "0.730", "12"),
+            ("2200", "", "1.160", "3"),
+            ("3100", "", "0.580", "40"),
+            ("2130", "R0ck", "7.950", "1"),
+            ("3200", "", "0.730", "5"),
+        ]
         for code, password, postage, pieces in runs:
             extra = ["--password", password] if password else []
-            run(sim, "mail", "--port", port, "--account", str(numbers[code]), "--postage", postage,
-                "--pieces", pieces, *extra, env=env)
+            run(
+                sim,
+                "mail",
+                "--port",
+                port,
+                "--account",
+                str(numbers[code]),
+                "--postage",
+                postage,
+                "--pieces",
+                pieces,
+                *extra,
+                env=env,
+            )
 
         step("The shared list changes: a new level under Anvil Design, a rename, a deactivation")
         run(sync, "import", str(HERE / "shared-list-changes.csv"), env=env)
