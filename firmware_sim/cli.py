@@ -170,10 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     mail.add_argument("--duration-ms", type=_non_negative_int, default=0, metavar="MS",
                       help="how long the run keeps the meter busy")
     mail.add_argument("--baud", type=_positive_int, default=115200, metavar="N")
+    mail.add_argument("--open-timeout", type=float, default=5.0, metavar="SECONDS",
+                      help="how long to wait for the port to appear (default 5)")
 
     report = sub.add_parser("report", help="print the multi-account summary")
     report.add_argument("--port", required=True, metavar="P", help="pty path or pyserial URL")
     report.add_argument("--baud", type=_positive_int, default=115200, metavar="N")
+    report.add_argument("--open-timeout", type=float, default=5.0, metavar="SECONDS")
     return parser
 
 
@@ -388,6 +391,10 @@ def summary_lines(entries: list[AccountEntry]) -> list[str]:
     return lines
 
 
+def _client(args: argparse.Namespace) -> MeterClient:
+    return MeterClient.connect(args.port, baudrate=args.baud, open_timeout=args.open_timeout)
+
+
 def mail(args: argparse.Namespace) -> int:
     per_piece = parse_mills(args.postage)
     total = per_piece * args.pieces
@@ -400,7 +407,7 @@ def mail(args: argparse.Namespace) -> int:
     if args.account > 0xFFFF:
         raise BadInput("--account: at most 65535")
     password = args.password or os.environ.get(ACCOUNT_PASSWORD_ENV) or ""
-    with MeterClient.connect(args.port, baudrate=args.baud) as client:
+    with _client(args) as client:
         done = client.call(
             RunMail(args.account, password, args.pieces, total, args.duration_ms), expect=MailDone
         )
@@ -412,7 +419,7 @@ def mail(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    with MeterClient.connect(args.port, baudrate=args.baud) as client:
+    with _client(args) as client:
         identity = client.identity
         entries = read_all_accounts(client)
     assert identity is not None

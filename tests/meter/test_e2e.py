@@ -142,5 +142,5 @@ def test_bad_input_and_unreachable_port(tmp_path: Path) -> None:
     r = run_cli("serve", "--state", str(tmp_path / "x.nvm"), "--pty", "--fault", "smash=0.1")
     assert "smash=0.1" in r.stderr
     gone = run_cli("mail", "--port", str(tmp_path / "no-such-port"), "--account", "1",
-                   "--postage", "1")
+                   "--postage", "1", "--open-timeout", "0.2")
     assert gone.returncode == 1
