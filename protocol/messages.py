@@ -12,7 +12,9 @@ Common field types::
     digest16               16 bytes (protocol.digest.list_digest)
     date32                 u32 calendar date as YYYYMMDD in decimal (20261122), 0 = none
 
-Every payload must be consumed exactly: trailing bytes make a message MALFORMED.
+Every payload must be consumed exactly and be the canonical encoding of its
+fields: trailing bytes, a string shorter than its length byte, or a reserved
+flag bit set make a message MALFORMED.
 Payloads are parsed with *compiled* structs only after the frame decoder has
 checked LEN and CRC (construct's own advice for untrusted input).  A payload
 that still fails to parse raises ``MessageError``, which the meter answers with
@@ -831,12 +833,19 @@ def decode(msg_type: int, payload: bytes) -> Message:
     cls = CATALOGUE.get(msg_type)
     if cls is None:
         raise MessageError(ErrorCode.UNKNOWN_MESSAGE, f"unknown message type 0x{msg_type:02x}")
+    compiled = _COMPILED[msg_type]
     try:
-        container = _COMPILED[msg_type].parse(payload)
+        container = compiled.parse(payload)
+        # Compiled Bytes/PascalString parse and build do not notice a short field, and
+        # padding bits and flag bytes are read leniently: accept only a payload that the
+        # plain (checking) struct builds back byte for byte from what was parsed.
+        canonical = cls.STRUCT.build(container) == payload
     except Exception as exc:  # construct raises many exception types; collapse them
         raise MessageError(
             ErrorCode.MALFORMED, f"malformed {cls.__name__} payload ({type(exc).__name__})"
         ) from None
+    if not canonical:
+        raise MessageError(ErrorCode.MALFORMED, f"malformed {cls.__name__} payload (not canonical)")
     return cls.from_container(container)
 
 

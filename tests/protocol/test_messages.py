@@ -11,12 +11,14 @@ from protocol.messages import (
     CATALOGUE,
     Ack,
     Auth,
+    Commit,
     Error,
     Hello,
     Message,
     MessageError,
     PutAccounts,
     PutRecord,
+    SetSettings,
     decode,
 )
 from tests.protocol.roundtrip import common
@@ -102,6 +104,9 @@ def test_passwords_never_in_repr() -> None:
         (Hello.TYPE, b"", ErrorCode.MALFORMED),
         (Ack.TYPE, b"\x00\x00\x00\x01\x00", ErrorCode.MALFORMED),  # trailing byte
         (Auth.TYPE, b"\x02\xff\xfe", ErrorCode.MALFORMED),  # not UTF-8
+        (Auth.TYPE, b"\x05ab", ErrorCode.MALFORMED),  # str8 promises 5 bytes, 2 follow
+        (Commit.TYPE, b"\x00\x00\x00\x01" + bytes(8), ErrorCode.MALFORMED),  # digest cut short
+        (SetSettings.TYPE, b"\x02" + bytes(9), ErrorCode.MALFORMED),  # flag byte must be 0/1
     ],
 )
 def test_bad_payloads_raise_message_error(msg_type: int, payload: bytes, code: ErrorCode) -> None:
