@@ -111,9 +111,10 @@ class Hello(Message):
         | u32    | u8          | str8           |
         +--------+-------------+----------------+
 
-    ``nonce`` is a random number per client session.  HELLO is never cached: it
-    resets the meter's sequence window and duplicate cache, drops any staged list
-    transaction and forgets a previous AUTH.
+    ``nonce`` is a random number per client session.  A HELLO resets the meter's
+    sequence window and duplicate cache, drops any staged list transaction and
+    forgets a previous AUTH; a retransmission of the HELLO just answered (same SEQ,
+    same nonce) gets the cached IDENTIFY instead.
     """
 
     TYPE = 0x01

@@ -206,8 +206,9 @@ class ClientSession:
             self.stats.busy += 1
             if pending.busy_since is None:
                 pending.busy_since = now
-            pending.busy_backoff = min(
-                max(reply.retry_after_ms / 1000.0, pending.busy_backoff * 2 or 0.05), 2.0
+            # back off (doubling, capped at 2 s) but never sooner than the meter asked
+            pending.busy_backoff = max(
+                reply.retry_after_ms / 1000.0, min(pending.busy_backoff * 2 or 0.05, 2.0)
             )
             pending.deadline = now + pending.busy_backoff
             return
