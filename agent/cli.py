@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,7 +55,28 @@ def _file_source(args: argparse.Namespace) -> MeterListSource | None:
     return FileListSource(args.from_file) if getattr(args, "from_file", None) else None
 
 
-ATTACH_SOURCES: list[AttachSource] = [AttachSource(_file_source_args, _file_source)]
+def _port_source_args(group: argparse._MutuallyExclusiveGroup) -> None:
+    group.add_argument(
+        "--port", metavar="P", help="the meter's port or URL (reads it over the protocol)"
+    )
+
+
+def _port_source(args: argparse.Namespace) -> MeterListSource | None:
+    if not getattr(args, "port", None):
+        return None
+    from agent.inventory import MeterTarget
+    from agent.sync import MeterSource
+
+    password = getattr(args, "supervisor_password", None) or os.environ.get(
+        "METER_SUPERVISOR_PASSWORD"
+    )
+    return MeterSource(MeterTarget(port=args.port, baud=args.baud, supervisor_password=password))
+
+
+ATTACH_SOURCES: list[AttachSource] = [
+    AttachSource(_file_source_args, _file_source),
+    AttachSource(_port_source_args, _port_source),
+]
 
 
 class BadInput(Exception):
@@ -328,12 +350,17 @@ def _cmd_attach(args: argparse.Namespace) -> int:
     counts = f"{len(result.added)} added, {len(result.updated)} updated, {dup}"
     if result.previewed:
         print(f"{args.preview}: preview written ({counts}); nothing changed")
-    else:
-        print(
-            f"attached {result.model} {result.serial} with {result.choice.value}: {counts}; "
-            "the meter takes the shared list at its next sync"
-        )
-    return EXIT_OK
+        return EXIT_OK
+    print(f"attached {result.model} {result.serial} with {result.choice.value}: {counts}")
+    source = sources[0]
+    if not hasattr(source, "target"):
+        print("the meter takes the shared list at its next sync")
+        return EXIT_OK
+    from agent.sync import LineProgress, run_fleet
+
+    with open_store(args) as store:  # the shared list now replaces the meter's list
+        (synced,) = run_fleet(store, [source.target], LineProgress())
+    return synced.exit_code
 
 
 def _add_attach(sub: Any) -> None:
@@ -349,6 +376,12 @@ def _add_attach(sub: Any) -> None:
         "add-keep: add only new accounts; discard: add nothing",
     )
     p.add_argument("--backup", metavar="FILE", help="save the meter's list (with counters) first")
+    p.add_argument(
+        "--supervisor-password",
+        metavar="PW",
+        help="with --port: the meter's supervisor password (default: $METER_SUPERVISOR_PASSWORD)",
+    )
+    p.add_argument("--baud", type=int, default=115200, help="with --port: line speed")
     p.add_argument(
         "--preview", metavar="FILE", help="export what the shared list would become; change nothing"
     )
@@ -373,8 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="meter-sync", description="Keep meters in step with a shared cost-account list."
     )
     parser.add_argument(
-        "--db", metavar="FILE", help="the shared-list database (default: $METERLINK_DB, "
-        "else shared-list.db in the user data directory)"
+        "--db",
+        metavar="FILE",
+        help="the shared-list database (default: $METERLINK_DB, "
+        "else shared-list.db in the user data directory)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in BUILTIN_COMMANDS:

@@ -602,3 +602,39 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("verify", help="exit 0 only if every meter holds the shared list")
     _common(p)
     p.set_defaults(func=_cmd_verify)
+
+
+# ---------------------------------------------------------------- attach --port
+
+
+class MeterSource:
+    """``attach``'s MeterListSource over the protocol: the meter's own list, with
+    counters (and passwords, once authenticated)."""
+
+    def __init__(self, target: MeterTarget, connect: Connect = default_connect) -> None:
+        self.target = target
+        self._connect = connect
+        self._client: MeterClient | None = None
+
+    def _open(self) -> MeterClient:
+        if self._client is None:
+            self._client = self._connect(self.target)
+        return self._client
+
+    def identify(self) -> tuple[str, str]:
+        ident = self._open().identity
+        assert ident is not None
+        return ident.serial, ident.model
+
+    def read_accounts(self) -> list[AccountRecord]:
+        client = self._open()
+        try:
+            client.call(Auth(self.target.supervisor_password or ""), Ack)
+            return [entry_record(e) for e in read_meter_list(client)]
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

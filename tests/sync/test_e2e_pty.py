@@ -95,3 +95,22 @@ def test_bad_inventory_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     inv = tmp_path / "meters.toml"
     inv.write_text("[[meter]]\nname = 'x'\n")
     assert meter_sync(["sync", "--inventory", str(inv)]) == 2
+
+
+def test_attach_port_merges_the_meter_list_then_syncs_it(
+    served_meter: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A meter that already holds accounts is attached with add-update; afterwards it
+    holds the shared list (its own accounts merged in)."""
+    monkeypatch.setenv("METER_SUPERVISOR_PASSWORD", "sup3rvisor")
+    monkeypatch.setenv("METERLINK_DB", str(tmp_path / "first.db"))
+    assert meter_sync(["import", str(EXAMPLES / "shared-list.csv")]) == 0
+    assert meter_sync(["sync", "--port", served_meter]) == 0  # the meter now has Acme's list
+    monkeypatch.setenv("METERLINK_DB", str(tmp_path / "second.db"))  # a new, empty shared list
+    backup = tmp_path / "backup.json"
+    code = meter_sync(
+        ["attach", "--port", served_meter, "--choice", "add-update", "--backup", str(backup)]
+    )
+    assert code == 0
+    assert backup.exists() and oct(backup.stat().st_mode & 0o777) == "0o600"
+    assert meter_sync(["verify", "--port", served_meter]) == 0
