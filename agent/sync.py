@@ -177,6 +177,8 @@ class MeterResult:
     plan: SyncPlan | None = None
     exchanges: int = 0
     bytes_sent: int = 0
+    busy_replies: int = 0
+    retransmissions: int = 0
     elapsed: float = 0.0
     error: str = ""
     snapshot: tuple[AccountRecord, ...] | None = field(default=None, repr=False)
@@ -192,6 +194,8 @@ class MeterResult:
             "digest": self.digest.hex(),
             "exchanges": self.exchanges,
             "bytes_sent": self.bytes_sent,
+            "busy_replies": self.busy_replies,
+            "retransmissions": self.retransmissions,
             "elapsed_s": round(self.elapsed, 3),
         }
         if self.error:
@@ -294,13 +298,14 @@ def sync_meter(
     started = time.monotonic()
     result = MeterResult(target)
     ident = client.identity or client.hello()
-    sent_before = 0  # HELLO counts: it is the one exchange of an in-sync meter
     result.serial, result.model, result.digest = ident.serial, ident.model, ident.digest
     result.exchanges = 1
 
     def finish(status: str, code: int) -> MeterResult:
         result.status, result.exit_code = status, code
-        result.bytes_sent = client.bytes_sent - sent_before
+        result.bytes_sent = client.bytes_sent  # HELLO included: an in-sync meter costs just that
+        result.busy_replies = client.session.stats.busy
+        result.retransmissions = client.session.stats.retransmissions
         result.elapsed = time.monotonic() - started
         progress.done(
             target.label, status if not result.plan else f"{status} ({_summary(result.plan)})"
@@ -341,14 +346,14 @@ def sync_meter(
         *batch_deletes(txn, plan.deletes, ident.max_payload),
         *batch_puts(txn, plan.puts, ident.max_payload),
     ]
-    payload_bytes = sum(len(b.encode()) for b in batches)
-    progress.begin(target.label, len(plan.puts) + len(plan.deletes), payload_bytes)
+    sizes = {id(b): len(b.encode()) for b in batches}  # encoded once more by the session
+    progress.begin(target.label, len(plan.puts) + len(plan.deletes), sum(sizes.values()))
 
     def on_reply(request: Message, reply: Message) -> None:
         if isinstance(request, PutAccounts):
-            progress.advance(target.label, len(request.records), len(request.encode()))
+            progress.advance(target.label, len(request.records), sizes[id(request)])
         elif isinstance(request, DeleteAccounts):
-            progress.advance(target.label, len(request.codes), len(request.encode()))
+            progress.advance(target.label, len(request.codes), sizes[id(request)])
 
     client.call(Begin(txn), Ack)
     client.pipeline(batches, on_reply=on_reply)
