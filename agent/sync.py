@@ -118,7 +118,6 @@ class RichProgress(QuietProgress):
         from rich.progress import (
             BarColumn,
             DownloadColumn,
-            MofNCompleteColumn,
             Progress,
             TextColumn,
             TimeRemainingColumn,
@@ -128,14 +127,13 @@ class RichProgress(QuietProgress):
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("accounts"),
+            TextColumn("{task.fields[done]}/{task.fields[accounts]} accounts"),
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
         )
         self._tasks: dict[str, TaskID] = {}
-        self._accounts: dict[str, int] = {}
+        self._done: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def __enter__(self) -> RichProgress:
@@ -147,13 +145,15 @@ class RichProgress(QuietProgress):
 
     def begin(self, label: str, accounts: int, nbytes: int) -> None:
         with self._lock:
-            self._tasks[label] = self._progress.add_task(label, total=nbytes)
-            self._accounts[label] = 0
+            self._done[label] = 0
+            self._tasks[label] = self._progress.add_task(
+                label, total=nbytes, done=0, accounts=accounts
+            )
 
     def advance(self, label: str, accounts: int, nbytes: int) -> None:
         with self._lock:
-            self._accounts[label] += accounts
-            self._progress.update(self._tasks[label], advance=nbytes)
+            self._done[label] += accounts
+            self._progress.update(self._tasks[label], advance=nbytes, done=self._done[label])
 
     def done(self, label: str, status: str) -> None:
         with self._lock:
