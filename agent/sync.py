@@ -312,13 +312,17 @@ def sync_meter(
         )
         return result
 
-    meter_list: tuple[AccountRecord, ...] | None = None
+    plan: SyncPlan | None = None
     if snapshot is not None and snapshot[0] == ident.digest:
-        meter_list = snapshot[1]
-        plan = make_plan(projection, meter_list, ident.capacity)
+        # The meter still holds exactly what we pushed last time (passwords included).
+        plan = make_plan(projection, snapshot[1], ident.capacity)
         if plan.target_digest == ident.digest:
             result.plan, result.snapshot = plan, plan.target
             return finish("in-sync", EXIT_IN_SYNC)
+        if plan.deletes:
+            # A snapshot has no counters: whether a vanished account was charged
+            # (deactivate, never delete) must come from the meter itself.
+            plan = None
 
     password = target.supervisor_password
     authenticated = False
@@ -326,11 +330,10 @@ def sync_meter(
         client.call(Auth(password or ""), Ack)
         authenticated = True
         result.exchanges += 1
-    if meter_list is None:
-        entries = read_meter_list(client)
-        meter_list = tuple(entry_record(e) for e in entries)
+    if plan is None:
+        meter_list = tuple(entry_record(e) for e in read_meter_list(client))
         result.exchanges += 1
-    plan = make_plan(projection, meter_list, ident.capacity, passwords_known=authenticated)
+        plan = make_plan(projection, meter_list, ident.capacity, passwords_known=authenticated)
     result.plan = plan
     if plan.target_digest == ident.digest and plan.empty:
         result.snapshot = plan.target

@@ -254,3 +254,24 @@ def test_mail_refused_while_a_transaction_is_open() -> None:
     client.call(Begin(1), Ack)
     with pytest.raises(AccountError):
         meter.run_mail(1, "", 1, 1)
+
+
+def test_snapshot_plan_with_deletes_rereads_the_meter_for_history(store: SharedList) -> None:
+    """A snapshot carries no counters: a vanished, charged account must be read live
+    so that it is deactivated, not deleted (which the meter would refuse)."""
+    import dataclasses
+
+    add(store, acct("A", "Alpha"), acct("B", "Beta"))
+    meter = make_meter()
+    links = Links(m=meter)
+    sync(store, links, "m")
+    meter.run_mail(meter.book.get("B").number, "", 1, 300)
+    # the snapshot says B exists; make the shared list forget B as a rebuilt list would
+    snaps = store.meter_snapshots()
+    digest, records = snaps["SIM-1"]
+    store._conn.execute("DELETE FROM accounts WHERE code = 'B'")  # a rebuilt list
+    store.save_meter_snapshot("SIM-1", digest, [dataclasses.replace(r) for r in records])
+    (r,) = sync(store, links, "m")
+    assert r.status == "synced", r.error
+    b = meter.book.get("B")
+    assert not b.active and b.postage_mills == 300
