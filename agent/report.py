@@ -19,14 +19,12 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from agent.csvio import write_private
 from agent.inventory import InventoryError, MeterTarget, load_inventory
 from protocol.client import MeterClient, MeterError
 from protocol.errors import ErrorCode
@@ -384,24 +382,6 @@ def fleet_csv(rows: Iterable[Sequence[object]]) -> str:
     return buf.getvalue()
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 # --------------------------------------------------------------------------- CLI
 
 
@@ -462,7 +442,7 @@ def _all_meters(args: argparse.Namespace, connect: ConnectFn) -> int:
     text = fleet_csv(rows)
     if args.output:
         try:
-            write_atomic(args.output, text)
+            write_private(args.output, text)  # atomic; counters are the firm's money
         except OSError as exc:
             _err(f"{args.output}: {exc.strerror or exc}")
             return EXIT_BAD_INPUT

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def test_all_output_replaced_atomically_not_truncated_on_failure(
     def boom(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(report.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)  # the one atomic writer (agent.csvio) uses it
     code, _, err = run(
         capsys, {"mem://a": build_meter()}, "--all", "--inventory", str(inv), "--output",
         str(out_csv)
