@@ -92,7 +92,9 @@ def project(records: Iterable[AccountRecord]) -> Projection:
             taken.add(candidate)
             new_name[r.code] = candidate
             shortenings.append(Shortening(r.code, r.name, candidate))
-    projected = tuple(replace(r, name=new_name[r.code]) for r in items)
+    projected = tuple(
+        r if new_name[r.code] == r.name else replace(r, name=new_name[r.code]) for r in items
+    )
     return Projection(projected, tuple(sorted(shortenings, key=lambda s: s.code)))
 
 

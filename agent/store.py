@@ -270,6 +270,9 @@ def _history_changes(change: Change, changed: tuple[str, ...]) -> str:
     return _JSON.encode(out)
 
 
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(AccountRecord))
+
+
 def tree_order(accounts: Iterable[SharedAccount]) -> list[SharedAccount]:
     """Pre-order (parents before children), siblings in their given order.
 
@@ -533,7 +536,12 @@ class SharedList:
     def save_meter_snapshot(
         self, serial: str, digest: bytes, records: Iterable[AccountRecord]
     ) -> None:
-        data = json.dumps([dataclasses.asdict(r) for r in records], ensure_ascii=False)
+        # Flat field dicts, as dataclasses.asdict gives, without its per-field deepcopy
+        # (asdict was 95% of a no-change sync of 3,000 accounts).
+        names = _RECORD_FIELDS
+        data = json.dumps(
+            [{n: getattr(r, n) for n in names} for r in records], ensure_ascii=False
+        )
         with self._transaction() as conn:
             conn.execute(
                 "INSERT INTO meter_snapshots VALUES (?,?,?,?) ON CONFLICT(serial) DO UPDATE "
