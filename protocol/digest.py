@@ -23,31 +23,60 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-
-from protocol.records import AccountRecord
+from typing import Protocol
 
 DIGEST_SIZE = 16
+
+
+class DigestFields(Protocol):
+    """What the digest reads from an account: an AccountRecord, or the meter's own
+    account objects (``AccountBook.digest`` hashes those without building records)."""
+
+    @property
+    def code(self) -> str: ...
+    @property
+    def parent_code(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def active(self) -> bool: ...
+    @property
+    def password_enabled(self) -> bool: ...
+    @property
+    def password(self) -> str: ...
 
 
 def _str8(text: str) -> bytes:
     raw = text.encode("utf-8")
     if len(raw) > 255:
         raise ValueError("digest field longer than 255 bytes")
-    return bytes([len(raw)]) + raw
+    return bytes((len(raw),)) + raw
 
 
-def list_digest(records: Iterable[AccountRecord]) -> bytes:
+def _code_key(rec: DigestFields) -> bytes:
+    return rec.code.encode("utf-8")
+
+
+_NO_PASSWORD = _str8("")
+
+
+def list_digest(records: Iterable[DigestFields]) -> bytes:
     """Return the 16-byte digest of an account list (see the module docstring)."""
     items = list(records)
     parents = {r.parent_code for r in items if r.parent_code}
-    out = hashlib.sha256()
-    for rec in sorted(items, key=lambda r: r.code.encode("utf-8")):
-        chargeable = rec.code not in parents
-        with_password = chargeable and rec.password_enabled
+    chunks: list[bytes] = []
+    add = chunks.extend
+    for rec in sorted(items, key=_code_key):
+        with_password = rec.password_enabled and rec.code not in parents
         flags = (1 if rec.active else 0) | (2 if with_password else 0)
-        out.update(_str8(rec.code))
-        out.update(_str8(rec.parent_code))
-        out.update(_str8(rec.name))
-        out.update(bytes([flags]))
-        out.update(_str8(rec.password if with_password else ""))
-    return out.digest()[:DIGEST_SIZE]
+        add(
+            (
+                _str8(rec.code),
+                _str8(rec.parent_code),
+                _str8(rec.name),
+                bytes((flags,)),
+                _str8(rec.password) if with_password else _NO_PASSWORD,
+            )
+        )
+    # one update over the whole encoding: the same bytes as updating field by field
+    return hashlib.sha256(b"".join(chunks)).digest()[:DIGEST_SIZE]
