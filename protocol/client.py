@@ -62,6 +62,9 @@ class MeterClient:
         link = SerialLink.open(url, baudrate=baudrate, open_timeout=open_timeout)
         try:
             client = cls(link, **kw)  # type: ignore[arg-type]
+            if not client.session.char_time:
+                # retransmission timers allow for frames crossing a line this slow
+                client.session.char_time = 10 / baudrate
             client.hello()
         except BaseException:
             link.close()

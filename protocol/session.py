@@ -13,6 +13,12 @@ Client side (``ClientSession``):
   byte for byte, with the same SEQ.  The RTO doubles on each retry up to
   ``max_rto``; after ``max_attempts`` sends the request is given up
   (``GaveUp``) — the peer is gone or the line is dead.
+* The meter answers in SEQ order, so only the **oldest** request in flight has
+  its RTO timer running; the next one's starts when the oldest is answered (or
+  given up).  With ``char_time`` (seconds per byte on the line, 0 = unknown) the
+  timer also allows for its own frame and a reply of ``MAX_FRAME`` bytes to
+  cross the line.  Without this, a full window of 1 KB frames queued on a
+  115,200 baud line (0.7 s) outlived the 0.5 s RTO and every batch was sent twice.
 * BUSY is not an answer: the request is resent after ``retry_after_ms``,
   backing off, and BUSY does not count against ``max_attempts`` (a long mail run
   is not a dead line) until ``max_busy_wait`` seconds have passed.
@@ -45,11 +51,12 @@ from dataclasses import dataclass, field
 
 from protocol.decoder import CrcMismatch, FrameDecoder, FrameReceived, Garbage, Oversized, Truncated
 from protocol.errors import ErrorCode
-from protocol.frames import MAX_PAYLOAD, PROTOCOL_VERSION, RawFrame, encode_frame
+from protocol.frames import MAX_FRAME, MAX_PAYLOAD, PROTOCOL_VERSION, RawFrame, encode_frame
 from protocol.messages import Busy, Error, Hello, Message, MessageError, decode
 
 SEQ_MOD = 256
 DEFAULT_WINDOW = 8
+_WAITING = float("inf")  # the deadline of a request whose RTO timer is not running yet
 
 
 def fingerprint(msg_type: int, payload: bytes) -> int:
@@ -140,11 +147,13 @@ class ClientSession:
         max_busy_wait: float = 60.0,
         max_payload: int = MAX_PAYLOAD,
         first_seq: int = 0,
+        char_time: float = 0.0,
     ) -> None:
         if not 1 <= window <= 64:
             raise ValueError("window must be 1..64")
         self.window = window
         self.rto = rto
+        self.char_time = char_time
         self.max_rto = max_rto
         self.max_attempts = max_attempts
         self.max_busy_wait = max_busy_wait
@@ -170,9 +179,22 @@ class ClientSession:
         seq = self._next_seq
         self._next_seq = (seq + 1) % SEQ_MOD
         frame = encode_frame(msg.TYPE, seq, msg.encode())
-        self._inflight[seq] = _InFlight(seq, msg, frame, now + self.rto, self.rto)
+        pending = _InFlight(seq, msg, frame, _WAITING, self.rto)
+        if not self._inflight:
+            self._start_timer(pending, now)
+        self._inflight[seq] = pending
         self.bytes_sent += len(frame)
         return seq, frame
+
+    def _start_timer(self, p: _InFlight, now: float) -> None:
+        """``p`` is now the oldest request in flight: its RTO timer starts."""
+        p.deadline = now + p.rto + (len(p.frame) + MAX_FRAME) * self.char_time
+
+    def _next_oldest(self, now: float) -> None:
+        for p in self._inflight.values():
+            if p.deadline == _WAITING:
+                self._start_timer(p, now)
+            return
 
     def receive(self, data: bytes, now: float) -> list[ClientEvent]:
         """Feed bytes read from the line; return completed replies."""
@@ -213,6 +235,7 @@ class ClientSession:
             pending.deadline = now + pending.busy_backoff
             return
         del self._inflight[frame.seq]
+        self._next_oldest(now)
         out.append(Reply(frame.seq, pending.request, reply))
 
     def next_deadline(self) -> float | None:
@@ -239,9 +262,11 @@ class ClientSession:
                     continue
                 p.attempts += 1
                 p.rto = min(p.rto * 2, self.max_rto)
-                p.deadline = now + p.rto
+                self._start_timer(p, now)
             resend += p.frame
             self.stats.retransmissions += 1
+        if events:
+            self._next_oldest(now)
         self.bytes_sent += len(resend)
         return bytes(resend), events
 
