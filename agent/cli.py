@@ -33,7 +33,7 @@ from agent.store import Change, SharedAccount, SharedList, StoreError
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 #: Modules that contribute subcommands (each exposes ``add_parser(subparsers)``).
-COMMAND_MODULES: list[str] = ["agent.report", "agent.sync"]
+COMMAND_MODULES: list[str] = ["agent.report", "agent.sync", "agent.conformance_cmd"]
 
 #: How many accounts of each kind an import report names before summarising.
 REPORT_LIMIT = 20
