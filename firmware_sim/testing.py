@@ -147,6 +147,11 @@ def replace_config(config: MeterConfig, **changes: Any) -> MeterConfig:
     return dataclasses.replace(config, **changes)
 
 
+def random_serial() -> str:
+    """A serial number like meter-sim's (``VM`` + 7 digits), random."""
+    return f"VM{secrets.randbelow(10**7):07d}"
+
+
 def as_put_record(account: AccountLike) -> PutRecord:
     """An ``AccountRecord`` (or a ``PutRecord``) as the PUT_ACCOUNTS record that creates it."""
     if isinstance(account, PutRecord):
@@ -318,12 +323,12 @@ class InProcessMeter(TestMeter):
 
     port = None
 
-    def __init__(self, config: MeterConfig | None = None, serial: str = "VM0000001") -> None:
+    def __init__(self, config: MeterConfig | None = None) -> None:
         super().__init__()
         config = (config or MeterConfig()).with_password()
         assert config.supervisor_password is not None
         self.config = config
-        self.serial = config.serial or serial
+        self.serial = config.serial or random_serial()
         self.supervisor_password = config.supervisor_password
         sup = Supervisor(n=2, r=1, p=1)  # fast: tests, not security
         sup.set_password(config.supervisor_password)
@@ -401,6 +406,9 @@ class VirtualMeter(TestMeter):
     ) -> VirtualMeter:
         """Spawn a fresh meter; ``workdir`` holds its NVM (a temporary dir if None)."""
         config = (config or MeterConfig()).with_password()
+        assert config.supervisor_password is not None
+        if not config.serial:  # distinct meters get distinct serials
+            config = replace_config(config, serial=random_serial())
         assert config.supervisor_password is not None
         owns = workdir is None
         work = Path(tempfile.mkdtemp(prefix="meterlink-")) if workdir is None else workdir
