@@ -436,7 +436,8 @@ def run_fleet(
             if r.exit_code == EXIT_IN_SYNC and r.snapshot is not None and r.serial:
                 if store.product(r.serial) is None:
                     store.record_product(r.serial, r.model, "sync")
-                store.save_meter_snapshot(r.serial, r.digest, r.snapshot)
+                if snapshots.get(r.serial) != (r.digest, r.snapshot):  # unchanged: no rewrite
+                    store.save_meter_snapshot(r.serial, r.digest, r.snapshot)
                 store.mark_synced(r.serial, r.digest, now)
             elif r.serial and store.product(r.serial) is not None:
                 store.mark_out_of_sync(r.serial)
