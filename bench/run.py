@@ -204,7 +204,8 @@ def say(text: str) -> None:
 
 
 def line_scenarios(
-    setup: Setup, line: Line, reps: int, naive: bool, deltas: bool = True
+    setup: Setup, line: Line, reps: int, naive: bool, deltas: bool = True,
+    naive_delta: bool = True,
 ) -> list[Row]:
     """Full first sync (each on an empty meter), then no-change, 1 change, 1 %."""
     rows: list[Row] = []
@@ -242,7 +243,7 @@ def line_scenarios(
                 Row(f"{len(sample)} changes (1%)", line, pct, len(sample), pct_content,
                     note=_vs(pct, full, "of full"))
             )
-            if naive:
+            if naive and naive_delta:
                 say(f"  {line.label}: naive re-push after one change")
                 rename(setup, db, [leaves[5]], "n")
                 naive_one = harness.naive_sync(db, meter.port, line)
@@ -477,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("115200", lambda: line_scenarios(setup, Line(115200), reps, naive=True)),
             ("9600", lambda: line_scenarios(setup, Line(9600), 1, naive=False)),
             ("latency", lambda: line_scenarios(setup, Line(115200, 16), reps, naive=True,
-                                               deltas=not quick)),
+                                               deltas=not quick, naive_delta=False)),
             ("unpaced", lambda: unpaced_rows(setup, 5 if not quick else 3)),
             ("cli", lambda: [cli_row(setup, Line(115200))]),
             ("import", lambda: [import_row(work, 10_000 if quick else 100_000, 2 if quick else 3)]),
