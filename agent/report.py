@@ -1,6 +1,6 @@
 """Counters back: the multi-account summary report (DOMAIN 13) and ``meter-sync report``.
 
-``read_meter_accounts(client)`` reads every page of READ_ACCOUNTS; ``summary``
+``protocol.client.read_all_accounts`` reads every page of READ_ACCOUNTS; ``summary``
 turns the entries into a :class:`Report` (tree order, numbers only on lowest-level
 lines, a subtotal per parent, grand totals).  Postage is integer mills throughout
 (DOMAIN 7); :func:`dollars` formats it with integer arithmetic only.
@@ -26,10 +26,9 @@ from typing import Any
 
 from agent.csvio import write_private
 from agent.inventory import InventoryError, MeterTarget, load_inventory
-from protocol.client import MeterClient, MeterError
-from protocol.errors import ErrorCode
+from protocol.client import MeterClient, MeterError, read_all_accounts
 from protocol.link import LinkError
-from protocol.messages import AccountEntry, AccountPage, Error, Identify, Message, ReadAccounts
+from protocol.messages import AccountEntry, Identify
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 1, 2, 3
 
@@ -37,7 +36,6 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 1, 2, 3
 ConnectFn = Callable[[str, int], MeterClient]
 
 #: Restarts of a read when the list's size changes under it (e.g. a front-panel edit).
-READ_ATTEMPTS = 3
 
 ALL_COLUMNS = (
     "meter_serial",
@@ -69,53 +67,6 @@ def default_connect(port: str, baud: int) -> MeterClient:
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def _malformed(request: Message, why: str) -> MeterError:
-    return MeterError(Error(ErrorCode.MALFORMED, message=why), request)
-
-
-def read_meter_accounts(client: MeterClient) -> list[AccountEntry]:
-    """Every account on the meter, in meter order (parents before children).
-
-    The first page tells ``total`` and how many entries fit in a page; the rest
-    are asked for in one pipeline.  A page that comes back shorter (longer names)
-    leaves gaps that are filled by further rounds.  If ``total`` changes between
-    pages the read starts again (up to :data:`READ_ATTEMPTS` times).
-    """
-    for _ in range(READ_ATTEMPTS):
-        first_req = ReadAccounts(0, 0xFFFF)
-        first = client.call(first_req, expect=AccountPage)
-        total = first.total
-        got: dict[int, AccountEntry] = dict(enumerate(first.entries))
-        if total and not first.entries:
-            raise _malformed(first_req, "empty account page before the end of the list")
-        chunk = max(1, len(first.entries))
-        changed = False
-        while len(got) < total and not changed:
-            missing = [i for i in range(total) if i not in got]
-            reqs: list[ReadAccounts] = []
-            for i in missing:
-                if reqs and i < reqs[-1].offset + reqs[-1].limit:
-                    continue
-                reqs.append(ReadAccounts(i, min(chunk, total - i)))
-            pages = client.call_all(reqs, AccountPage)
-            progress = False
-            for req, page in zip(reqs, pages, strict=True):
-                if page.total != total:
-                    changed = True
-                    break
-                if page.offset != req.offset:
-                    raise _malformed(req, f"page for offset {req.offset} came at {page.offset}")
-                for k, entry in enumerate(page.entries[: req.limit]):
-                    if req.offset + k not in got:
-                        got[req.offset + k] = entry
-                        progress = True
-            if not progress and not changed:
-                raise _malformed(reqs[0], "the meter returned no accounts for a missing offset")
-        if not changed:
-            return [got[i] for i in range(total)]
-    raise _malformed(ReadAccounts(0, 0xFFFF), "the account list kept changing while being read")
 
 
 # --------------------------------------------------------------------------- the report
@@ -230,7 +181,7 @@ def summary(identity: Identify | MeterInfo, entries: Sequence[AccountEntry]) -> 
 def read_report(client: MeterClient) -> Report:
     """HELLO already said (``client.identity``); read the list and summarise it."""
     ident = client.identity or client.hello()
-    return summary(ident, read_meter_accounts(client))
+    return summary(ident, read_all_accounts(client))
 
 
 # --------------------------------------------------------------------------- rendering
@@ -285,8 +236,17 @@ def report_csv(report: Report) -> str:
             ]
         )
     w.writerow(
-        ["total", "", "", "", "", "", report.pieces, dollars(report.postage_mills),
-         report.postage_mills]
+        [
+            "total",
+            "",
+            "",
+            "",
+            "",
+            "",
+            report.pieces,
+            dollars(report.postage_mills),
+            report.postage_mills,
+        ]
     )
     return buf.getvalue()
 
@@ -482,9 +442,7 @@ def add_parser(sub: Any) -> None:
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--port", metavar="PORT", help="the meter's port (device path or URL)")
-    which.add_argument(
-        "--all", action="store_true", help="every meter of --inventory into one CSV"
-    )
+    which.add_argument("--all", action="store_true", help="every meter of --inventory into one CSV")
     p.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
     p.add_argument(
         "--format",

@@ -41,30 +41,23 @@ if TYPE_CHECKING:
 from agent.inventory import InventoryError, MeterTarget, load_inventory
 from agent.plan import Projection, SyncPlan, entry_record, make_plan, project
 from agent.store import SharedList
-from protocol.client import MeterClient, MeterError
-from protocol.errors import ErrorCode
+from protocol.client import MeterClient, MeterError, read_all_accounts
 from protocol.link import LinkError
 from protocol.messages import (
-    AccountEntry,
-    AccountPage,
     Ack,
     Auth,
     Begin,
     Commit,
     Committed,
     DeleteAccounts,
-    Error,
     Message,
     PutAccounts,
-    PutRecord,
-    ReadAccounts,
+    batch_deletes,
+    batch_puts,
 )
 from protocol.records import AccountRecord
 
 EXIT_IN_SYNC, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 1, 2, 3
-MAX_RECORDS_PER_BATCH = 256
-_PUT_HEADER = 5  # txn u32 + ngroups u8
-_DELETE_HEADER = 6  # txn u32 + ncodes u16
 
 
 class Refused(Exception):
@@ -208,84 +201,6 @@ class MeterResult:
 # ---------------------------------------------------------------- the engine
 
 
-def read_meter_list(client: MeterClient) -> list[AccountEntry]:
-    """Every account on the meter, pages pipelined once the first page sizes them."""
-    first = client.call(ReadAccounts(0, 0xFFFF), AccountPage)
-    got: dict[int, AccountEntry] = dict(enumerate(first.entries))
-    total = first.total
-    step = max(1, len(first.entries))
-    while len(got) < total:
-        missing = [i for i in range(total) if i not in got]
-        starts: list[int] = []
-        for i in missing:
-            if not starts or i >= starts[-1] + step:
-                starts.append(i)
-        for page in client.call_all([ReadAccounts(s, step) for s in starts], AccountPage):
-            got.update((page.offset + k, e) for k, e in enumerate(page.entries))
-            if not page.entries and page.offset < total:
-                raise MeterError(_bad("empty account page"), ReadAccounts(page.offset, step))
-    return [got[i] for i in range(total)]
-
-
-def _bad(text: str) -> Error:
-    return Error(ErrorCode.MALFORMED, message=text)
-
-
-def _str8(text: str) -> int:
-    return 1 + len(text.encode("utf-8"))
-
-
-def batch_puts(txn: int, puts: Sequence[PutRecord], max_payload: int) -> list[PutAccounts]:
-    """Pack PUT records into as few frames as fit ``max_payload`` (grouped by parent)."""
-    batches: list[PutAccounts] = []
-    current: list[PutRecord] = []
-    size = _PUT_HEADER
-    groups = 0
-    group_len = 0
-    last_parent: str | None = None
-    for rec in puts:
-        rec_size = 1 + _str8(rec.code) + _str8(rec.name)
-        rec_size += _str8(rec.password) if rec.password is not None else 0
-        rec_size += 2 if rec.number else 0
-        new_group = rec.parent_code != last_parent or group_len == 255
-        extra = rec_size + (_str8(rec.parent_code) + 1 if new_group else 0)
-        if current and (
-            size + extra > max_payload
-            or len(current) >= MAX_RECORDS_PER_BATCH
-            or (new_group and groups == 255)
-        ):
-            batches.append(PutAccounts(txn, tuple(current)))
-            current, size, groups, group_len, last_parent = [], _PUT_HEADER, 0, 0, None
-            new_group = True
-            extra = rec_size + _str8(rec.parent_code) + 1
-        if new_group:
-            groups += 1
-            group_len = 0
-            last_parent = rec.parent_code
-        current.append(rec)
-        group_len += 1
-        size += extra
-    if current:
-        batches.append(PutAccounts(txn, tuple(current)))
-    return batches
-
-
-def batch_deletes(txn: int, codes: Sequence[str], max_payload: int) -> list[DeleteAccounts]:
-    batches: list[DeleteAccounts] = []
-    current: list[str] = []
-    size = _DELETE_HEADER
-    for code in codes:
-        n = _str8(code)
-        if current and (size + n > max_payload or len(current) >= MAX_RECORDS_PER_BATCH):
-            batches.append(DeleteAccounts(txn, tuple(current)))
-            current, size = [], _DELETE_HEADER
-        current.append(code)
-        size += n
-    if current:
-        batches.append(DeleteAccounts(txn, tuple(current)))
-    return batches
-
-
 def sync_meter(
     client: MeterClient,
     target: MeterTarget,
@@ -331,7 +246,7 @@ def sync_meter(
         authenticated = True
         result.exchanges += 1
     if plan is None:
-        meter_list = tuple(entry_record(e) for e in read_meter_list(client))
+        meter_list = tuple(entry_record(e) for e in read_all_accounts(client))
         result.exchanges += 1
         plan = make_plan(projection, meter_list, ident.capacity, passwords_known=authenticated)
     result.plan = plan
@@ -639,7 +554,7 @@ class MeterSource:
         client = self._open()
         try:
             client.call(Auth(self.target.supervisor_password or ""), Ack)
-            return [entry_record(e) for e in read_meter_list(client)]
+            return [entry_record(e) for e in read_all_accounts(client)]
         finally:
             self.close()
 

@@ -31,9 +31,9 @@ from firmware_sim.meter import Meter
 from firmware_sim.nvm import Nvm, NvmError
 from firmware_sim.server import MeterServer, stop_all
 from firmware_sim.trace import Tracer
-from protocol.client import MeterClient, MeterError
+from protocol.client import MeterClient, MeterError, read_all_accounts
 from protocol.link import LinkError, PtyMaster, SerialLink, TcpListener, Transport
-from protocol.messages import AccountEntry, AccountPage, MailDone, ReadAccounts, RunMail
+from protocol.messages import AccountEntry, MailDone, RunMail
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 1, 2, 3
 PASSWORD_ENV = "METER_SUPERVISOR_PASSWORD"  # noqa: S105 - a variable name, not a secret
@@ -131,47 +131,101 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="serve a virtual meter on a pty, a port or TCP")
-    serve.add_argument("--state", required=True, metavar="FILE",
-                       help="the meter's NVM file (created on first start)")
+    serve.add_argument(
+        "--state",
+        required=True,
+        metavar="FILE",
+        help="the meter's NVM file (created on first start)",
+    )
     where = serve.add_mutually_exclusive_group(required=True)
     where.add_argument("--pty", action="store_true", help="serve on a new pseudo-terminal")
-    where.add_argument("--port", metavar="DEVICE_OR_URL",
-                       help="serve on a serial device or a pyserial URL")
-    where.add_argument("--tcp", type=_host_port, metavar="HOST:PORT",
-                       help="serve on TCP (clients use socket://HOST:PORT)")
-    serve.add_argument("--link", metavar="PATH",
-                       help="with --pty: a stable symlink to the pty (removed on exit)")
-    serve.add_argument("--capacity", type=_capacity, metavar="N",
-                       help="account capacity on first start: 25/100/300/500/3000 (default 25)")
-    serve.add_argument("--supervisor-password", metavar="PW",
-                       help=f"supervisor password on first start (or env {PASSWORD_ENV})")
-    serve.add_argument("--serial", metavar="SN",
-                       help="serial number (default: from the state file name)")
-    serve.add_argument("--count", type=_positive_int, default=1, metavar="N",
-                       help="serve N meters (states FILE-1..FILE-N, or N files in a directory)")
-    serve.add_argument("--baud", type=_positive_int, metavar="N",
-                       help="pace the line at N baud (10 bits per byte)")
-    serve.add_argument("--latency-ms", type=_non_negative_int, default=0, metavar="N",
-                       help="deliver every chunk N ms late (USB adapter latency)")
-    serve.add_argument("--fault", type=_fault, default=FaultSpec(), metavar="SPEC",
-                       help="seeded line faults, e.g. corrupt=0.001,drop=0.001,delay=0.01:50ms")
-    serve.add_argument("--seed", type=_non_negative_int, default=0, metavar="N",
-                       help="seed for --fault (default 0)")
+    where.add_argument(
+        "--port", metavar="DEVICE_OR_URL", help="serve on a serial device or a pyserial URL"
+    )
+    where.add_argument(
+        "--tcp",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="serve on TCP (clients use socket://HOST:PORT)",
+    )
+    serve.add_argument(
+        "--link", metavar="PATH", help="with --pty: a stable symlink to the pty (removed on exit)"
+    )
+    serve.add_argument(
+        "--capacity",
+        type=_capacity,
+        metavar="N",
+        help="account capacity on first start: 25/100/300/500/3000 (default 25)",
+    )
+    serve.add_argument(
+        "--supervisor-password",
+        metavar="PW",
+        help=f"supervisor password on first start (or env {PASSWORD_ENV})",
+    )
+    serve.add_argument(
+        "--serial", metavar="SN", help="serial number (default: from the state file name)"
+    )
+    serve.add_argument(
+        "--count",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="serve N meters (states FILE-1..FILE-N, or N files in a directory)",
+    )
+    serve.add_argument(
+        "--baud", type=_positive_int, metavar="N", help="pace the line at N baud (10 bits per byte)"
+    )
+    serve.add_argument(
+        "--latency-ms",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="deliver every chunk N ms late (USB adapter latency)",
+    )
+    serve.add_argument(
+        "--fault",
+        type=_fault,
+        default=FaultSpec(),
+        metavar="SPEC",
+        help="seeded line faults, e.g. corrupt=0.001,drop=0.001,delay=0.01:50ms",
+    )
+    serve.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="seed for --fault (default 0)",
+    )
     serve.add_argument("--trace", metavar="FILE", help="write a frame trace (mode 0600)")
 
     mail = sub.add_parser("mail", help="run mail on a meter through the protocol")
     mail.add_argument("--port", required=True, metavar="P", help="pty path or pyserial URL")
     mail.add_argument("--account", required=True, type=_positive_int, metavar="N")
-    mail.add_argument("--password", metavar="PW",
-                      help=f"the account's password (or env {ACCOUNT_PASSWORD_ENV})")
-    mail.add_argument("--postage", required=True, metavar="DOLLARS",
-                      help="postage per piece in dollars, up to 3 decimals (0.730)")
+    mail.add_argument(
+        "--password", metavar="PW", help=f"the account's password (or env {ACCOUNT_PASSWORD_ENV})"
+    )
+    mail.add_argument(
+        "--postage",
+        required=True,
+        metavar="DOLLARS",
+        help="postage per piece in dollars, up to 3 decimals (0.730)",
+    )
     mail.add_argument("--pieces", type=_positive_int, default=1, metavar="N")
-    mail.add_argument("--duration-ms", type=_non_negative_int, default=0, metavar="MS",
-                      help="how long the run keeps the meter busy")
+    mail.add_argument(
+        "--duration-ms",
+        type=_non_negative_int,
+        default=0,
+        metavar="MS",
+        help="how long the run keeps the meter busy",
+    )
     mail.add_argument("--baud", type=_positive_int, default=115200, metavar="N")
-    mail.add_argument("--open-timeout", type=float, default=5.0, metavar="SECONDS",
-                      help="how long to wait for the port to appear (default 5)")
+    mail.add_argument(
+        "--open-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for the port to appear (default 5)",
+    )
 
     report = sub.add_parser("report", help="print the multi-account summary")
     report.add_argument("--port", required=True, metavar="P", help="pty path or pyserial URL")
@@ -232,11 +286,17 @@ def prepare_state(spec: MeterSpec, capacity: int | None, password: str | None) -
         return
     stored = loaded.settings.capacity
     if capacity is not None and capacity != stored:
-        print(f"meter-sim: {spec.state}: keeping the stored capacity {stored} "
-              f"(--capacity {capacity} applies on first start only)", file=sys.stderr)
+        print(
+            f"meter-sim: {spec.state}: keeping the stored capacity {stored} "
+            f"(--capacity {capacity} applies on first start only)",
+            file=sys.stderr,
+        )
     if password:
-        print(f"meter-sim: {spec.state}: the supervisor password is set on first start only; "
-              "keeping the stored one", file=sys.stderr)
+        print(
+            f"meter-sim: {spec.state}: the supervisor password is set on first start only; "
+            "keeping the stored one",
+            file=sys.stderr,
+        )
 
 
 def _open_transport(args: argparse.Namespace) -> tuple[Transport, str, LineConfig | None]:
@@ -352,16 +412,6 @@ def _meter_opener(spec: MeterSpec) -> Callable[[], Meter]:
 # ----------------------------------------------------------- mail / report
 
 
-def read_all_accounts(client: MeterClient) -> list[AccountEntry]:
-    """Every account, page by page (READ_ACCOUNTS)."""
-    entries: list[AccountEntry] = []
-    while True:
-        page = client.call(ReadAccounts(len(entries)), expect=AccountPage)
-        entries += page.entries
-        if len(entries) >= page.total or not page.entries:
-            return entries
-
-
 def summary_lines(entries: list[AccountEntry]) -> list[str]:
     """The multi-account summary: numbers on lowest-level lines only, a subtotal per
     parent, grand totals at the end."""
@@ -411,10 +461,14 @@ def mail(args: argparse.Namespace) -> int:
         done = client.call(
             RunMail(args.account, password, args.pieces, total, args.duration_ms), expect=MailDone
         )
-    print(f"account {done.number}: charged {args.pieces} x {format_mills(per_piece)} "
-          f"= {format_mills(total)}")
-    print(f"account {done.number}: {done.pieces} pieces, {format_mills(done.postage_mills)} "
-          "since last cleared")
+    print(
+        f"account {done.number}: charged {args.pieces} x {format_mills(per_piece)} "
+        f"= {format_mills(total)}"
+    )
+    print(
+        f"account {done.number}: {done.pieces} pieces, {format_mills(done.postage_mills)} "
+        "since last cleared"
+    )
     return EXIT_OK
 
 

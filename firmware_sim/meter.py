@@ -30,6 +30,7 @@ from firmware_sim.nvm import Nvm
 from protocol.errors import ErrorCode
 from protocol.frames import MAX_PAYLOAD
 from protocol.messages import (
+    MAX_BATCH_RECORDS,
     NO_DIGEST,
     Abort,
     AccountEntry,
@@ -60,7 +61,6 @@ from protocol.session import Request, ServerSession
 
 MODEL = "DM800i"
 FIRMWARE = "meterlink-sim 0.1"
-MAX_BATCH_RECORDS = 256
 _PERIODS = {
     WirePeriod.NONE: Period.NONE,
     WirePeriod.WEEKLY: Period.WEEKLY,

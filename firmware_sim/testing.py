@@ -35,14 +35,13 @@ from typing import Any, ClassVar
 
 from firmware_sim.accounts import AccountBook, Settings, Supervisor
 from firmware_sim.meter import Meter
-from protocol.client import MeterClient, MeterError
+from protocol.client import MeterClient, MeterError, read_all_accounts
 from protocol.digest import list_digest
 from protocol.errors import ErrorCode
 from protocol.frames import MAX_PAYLOAD
 from protocol.messages import (
     Abort,
     AccountEntry,
-    AccountPage,
     Ack,
     Auth,
     Begin,
@@ -55,11 +54,11 @@ from protocol.messages import (
     Message,
     PutAccounts,
     PutRecord,
-    ReadAccounts,
     ReadCounters,
     ResetCounters,
     RunMail,
     SetSettings,
+    batch_puts,
 )
 from protocol.records import AccountRecord
 
@@ -167,22 +166,7 @@ def as_put_record(account: AccountLike) -> PutRecord:
     )
 
 
-def put_batches(
-    txn: int, records: Iterable[PutRecord], max_payload: int = MAX_PAYLOAD
-) -> list[PutAccounts]:
-    """Split ``records`` into PUT_ACCOUNTS messages that each fit ``max_payload``."""
-    out: list[PutAccounts] = []
-    batch: list[PutRecord] = []
-    for rec in records:
-        candidate = PutAccounts(txn, (*batch, rec))
-        if batch and len(candidate.encode()) > max_payload:
-            out.append(PutAccounts(txn, tuple(batch)))
-            batch = [rec]
-        else:
-            batch.append(rec)
-    if batch:
-        out.append(PutAccounts(txn, tuple(batch)))
-    return out
+put_batches = batch_puts  # one batcher: protocol.messages.batch_puts
 
 
 def load_accounts(
@@ -203,14 +187,7 @@ def load_accounts(
     return client.call(Commit(txn), expect=Committed)
 
 
-def read_accounts(client: MeterClient) -> list[AccountEntry]:
-    """Every account on the meter, page by page (passwords only when authenticated)."""
-    entries: list[AccountEntry] = []
-    while True:
-        page = client.call(ReadAccounts(len(entries)), expect=AccountPage)
-        entries += page.entries
-        if len(entries) >= page.total or not page.entries:
-            return entries
+read_accounts = read_all_accounts  # one pipelined reader: protocol.client
 
 
 def read_counters(client: MeterClient) -> dict[int, CounterEntry]:
@@ -290,9 +267,7 @@ class TestMeter:
 
     def accounts(self) -> list[AccountEntry]:
         """The meter's list (READ_ACCOUNTS, without passwords)."""
-        result: list[AccountEntry] = self._call(
-            lambda c: (c.hello(), read_accounts(c))[1]
-        )
+        result: list[AccountEntry] = self._call(lambda c: (c.hello(), read_accounts(c))[1])
         return result
 
     def load(self, accounts: Iterable[AccountLike]) -> Committed:
@@ -352,8 +327,17 @@ class MeterStartError(RuntimeError):
 
 def serve_command(config: MeterConfig, state: Path, trace: Path | None = None) -> list[str]:
     """The ``meter-sim serve --pty`` command line for ``config`` (no password in it)."""
-    cmd = [sys.executable, "-m", "firmware_sim.cli", "serve", "--pty", "--state", str(state),
-           "--capacity", str(config.capacity)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "firmware_sim.cli",
+        "serve",
+        "--pty",
+        "--state",
+        str(state),
+        "--capacity",
+        str(config.capacity),
+    ]
     if config.serial:
         cmd += ["--serial", config.serial]
     if config.baud:
@@ -418,10 +402,20 @@ class VirtualMeter(TestMeter):
         with open(stderr_path, "wb") as err:
             proc = subprocess.Popen(
                 serve_command(config, work / "meter.nvm", trace),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=env,
             )
-        meter = cls("", config.supervisor_password, proc=proc, workdir=work, trace=trace,
-                    owns_workdir=owns, baud=config.baud or 115200)
+        meter = cls(
+            "",
+            config.supervisor_password,
+            proc=proc,
+            workdir=work,
+            trace=trace,
+            owns_workdir=owns,
+            baud=config.baud or 115200,
+        )
         try:
             meter.port = meter._wait_listening(stderr_path)
             client = meter.client()
@@ -543,7 +537,6 @@ class MeterPool:
             raise errors[0]
 
 
-
 # =====================================================================================
 # A reference model and a rule-based state machine (hypothesis) over the protocol.
 # =====================================================================================
@@ -597,9 +590,16 @@ class ReferenceModel:
         model = cls(capacity)
         for e in entries:
             model.accounts[e.code] = ModelAccount(
-                e.code, e.parent_code, e.name, e.active, e.password_enabled, e.password,
-                e.number if e.chargeable else 0, e.pieces if e.chargeable else 0,
-                e.postage_mills if e.chargeable else 0, e.ever_charged and e.chargeable,
+                e.code,
+                e.parent_code,
+                e.name,
+                e.active,
+                e.password_enabled,
+                e.password,
+                e.number if e.chargeable else 0,
+                e.pieces if e.chargeable else 0,
+                e.postage_mills if e.chargeable else 0,
+                e.ever_charged and e.chargeable,
                 password_known=e.chargeable,
             )
         return model
@@ -687,12 +687,16 @@ class ReferenceModel:
             old.name, old.active = rec.name, rec.active
             old.password_enabled, old.password = enabled, password
             return
-        acc = ModelAccount(rec.code, rec.parent_code, rec.name, rec.active, enabled, password,
-                           number=None)
+        acc = ModelAccount(
+            rec.code, rec.parent_code, rec.name, rec.active, enabled, password, number=None
+        )
         if roll_down:
             parent = self.accounts[rec.parent_code]
             acc.number, acc.pieces, acc.postage_mills = (
-                parent.number, parent.pieces, parent.postage_mills)
+                parent.number,
+                parent.pieces,
+                parent.postage_mills,
+            )
             acc.ever_charged = parent.ever_charged
             parent.number, parent.pieces, parent.postage_mills = 0, 0, 0
             parent.ever_charged = False
@@ -703,8 +707,9 @@ class ReferenceModel:
             return {ErrorCode.INVALID_FIELD}
         limit = 32 if not parent else 16
         bad = {ErrorCode.NAME_TOO_LONG} if len(name) > limit else set()
-        if any(a.name == name and a.code != own for a in self.accounts.values()
-               if a.parent == parent):
+        if any(
+            a.name == name and a.code != own for a in self.accounts.values() if a.parent == parent
+        ):
             bad.add(ErrorCode.DUPLICATE_NAME)
         return bad
 
@@ -878,14 +883,16 @@ if _HAVE_HYPOTHESIS:
                 except MeterError as exc:
                     assert exc.code in refusal.codes, (
                         f"{type(request).__name__}: meter refused with {exc.code}, "
-                        f"model expected {refusal}")
+                        f"model expected {refusal}"
+                    )
                     if refusal.index != 0xFFFF:
                         assert exc.index == refusal.index, (exc.index, refusal.index)
                     self._drop_transaction()
                     return None
                 raise AssertionError(
                     f"{type(request).__name__}: meter answered {type(answer).__name__}, "
-                    f"model expected a refusal ({refusal})") from None
+                    f"model expected a refusal ({refusal})"
+                ) from None
             try:
                 return self.client.call(request)
             except MeterError as exc:
@@ -989,6 +996,7 @@ if _HAVE_HYPOTHESIS:
             # a wrong digest (all zeros would mean "no check")
             digest = staged.digest() if right_digest else b"\x01" * 16
             if not right_digest:
+
                 def refuse() -> None:
                     raise ModelRefusal({ErrorCode.DIGEST_MISMATCH})
 
@@ -1009,8 +1017,10 @@ if _HAVE_HYPOTHESIS:
 
         @precondition(lambda self: bool(self.model.chargeable()))
         @rule(
-            pick=_st.integers(0, 30), right_password=_st.sampled_from((True, True, False)),
-            pieces=_st.integers(1, 500), postage_mills=_st.integers(0, 5000),
+            pick=_st.integers(0, 30),
+            right_password=_st.sampled_from((True, True, False)),
+            pieces=_st.integers(1, 500),
+            postage_mills=_st.integers(0, 5000),
         )
         def mail(self, pick: int, right_password: bool, pieces: int, postage_mills: int) -> None:
             leaves = [a for a in self.model.chargeable() if a.number]
@@ -1093,22 +1103,31 @@ if _HAVE_HYPOTHESIS:
         def meter_matches_model(self) -> None:
             entries = read_accounts(self.client)
             model = self.model
-            assert [e.code for e in entries] == [e.code for e in entries if e.code in
-                                                 model.accounts], "an account the model lacks"
+            assert [e.code for e in entries] == [
+                e.code for e in entries if e.code in model.accounts
+            ], "an account the model lacks"
             assert {e.code for e in entries} == set(model.accounts)
             for e in entries:
                 acc = model.accounts[e.code]
                 leaf = model.is_leaf(e.code)
                 assert (e.parent_code, e.name, e.active, e.chargeable) == (
-                    acc.parent, acc.name, acc.active, leaf), e.code
+                    acc.parent,
+                    acc.name,
+                    acc.active,
+                    leaf,
+                ), e.code
                 if leaf:
                     assert e.number == acc.number, (e.code, e.number, acc.number)
                     assert (e.pieces, e.postage_mills) == (acc.pieces, acc.postage_mills), e.code
                     assert e.password_enabled == acc.password_enabled, e.code
                     if acc.password_enabled:
                         assert e.password == acc.password, f"{e.code}: password differs"
-            records = [AccountRecord(e.code, e.parent_code, e.name, e.active,
-                                     e.password_enabled, e.password) for e in entries]
+            records = [
+                AccountRecord(
+                    e.code, e.parent_code, e.name, e.active, e.password_enabled, e.password
+                )
+                for e in entries
+            ]
             assert list_digest(records) == model.digest()
 
         @invariant()

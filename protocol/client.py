@@ -14,7 +14,15 @@ from typing import TypeVar
 
 from protocol.errors import ErrorCode
 from protocol.link import PeerGone, SerialLink, Transport
-from protocol.messages import Error, Hello, Identify, Message
+from protocol.messages import (
+    AccountEntry,
+    AccountPage,
+    Error,
+    Hello,
+    Identify,
+    Message,
+    ReadAccounts,
+)
 from protocol.session import ClientSession, GaveUp, Reply, Undecodable
 
 M = TypeVar("M", bound=Message)
@@ -174,3 +182,53 @@ class MeterClient:
     def call_all(self, msgs: Sequence[Message], expect: type[M]) -> list[M]:
         """``pipeline`` and check every reply is ``expect``."""
         return [self._check(m, r, expect) for m, r in zip(msgs, self.pipeline(msgs), strict=True)]
+
+
+READ_ATTEMPTS = 3
+
+
+def _malformed(request: Message, why: str) -> MeterError:
+    return MeterError(Error(ErrorCode.MALFORMED, message=why), request)
+
+
+def read_all_accounts(client: MeterClient) -> list[AccountEntry]:
+    """Every account on the meter, in meter order (parents before children).
+
+    The first page tells ``total`` and how many entries fit in a page; the rest
+    are asked for in one pipeline.  A page that comes back shorter (longer names)
+    leaves gaps that are filled by further rounds.  If ``total`` changes between
+    pages the read starts again (up to :data:`READ_ATTEMPTS` times).
+    """
+    for _ in range(READ_ATTEMPTS):
+        first_req = ReadAccounts(0, 0xFFFF)
+        first = client.call(first_req, expect=AccountPage)
+        total = first.total
+        got: dict[int, AccountEntry] = dict(enumerate(first.entries))
+        if total and not first.entries:
+            raise _malformed(first_req, "empty account page before the end of the list")
+        chunk = max(1, len(first.entries))
+        changed = False
+        while len(got) < total and not changed:
+            missing = [i for i in range(total) if i not in got]
+            reqs: list[ReadAccounts] = []
+            for i in missing:
+                if reqs and i < reqs[-1].offset + reqs[-1].limit:
+                    continue
+                reqs.append(ReadAccounts(i, min(chunk, total - i)))
+            pages = client.call_all(reqs, AccountPage)
+            progress = False
+            for req, page in zip(reqs, pages, strict=True):
+                if page.total != total:
+                    changed = True
+                    break
+                if page.offset != req.offset:
+                    raise _malformed(req, f"page for offset {req.offset} came at {page.offset}")
+                for k, entry in enumerate(page.entries[: req.limit]):
+                    if req.offset + k not in got:
+                        got[req.offset + k] = entry
+                        progress = True
+            if not progress and not changed:
+                raise _malformed(reqs[0], "the meter returned no accounts for a missing offset")
+        if not changed:
+            return [got[i] for i in range(total)]
+    raise _malformed(ReadAccounts(0, 0xFFFF), "the account list kept changing while being read")

@@ -49,6 +49,7 @@ from construct import (
 
 from protocol.digest import DIGEST_SIZE
 from protocol.errors import ErrorCode
+from protocol.frames import MAX_PAYLOAD
 
 Str8 = PascalString(Int8ub, "utf8")
 Digest16 = Bytes(DIGEST_SIZE)
@@ -357,8 +358,11 @@ class PutAccounts(Message):
                         raise _Short("number cut short")
                     number = (payload[pos] << 8) | payload[pos + 1]
                     pos += 2
-                append(PutRecord(code, parent, name, bool(flags & 1), bool(flags & 2), password,
-                                 number))
+                append(
+                    PutRecord(
+                        code, parent, name, bool(flags & 1), bool(flags & 2), password, number
+                    )
+                )
         if pos != n:
             raise _Short("trailing bytes")
         return cls(txn, tuple(records))
@@ -1096,3 +1100,70 @@ def redacted(msg: Message) -> str:
 def put_payload_size(records: Sequence[PutRecord]) -> int:
     """Payload bytes PUT_ACCOUNTS needs for ``records`` (for batching to max_payload)."""
     return len(PutAccounts(0, tuple(records)).encode())
+
+
+# ------------------------------------------------------------------ batching
+
+MAX_BATCH_RECORDS = 256
+"""The most records one PUT_ACCOUNTS or DELETE_ACCOUNTS may carry (BATCH_TOO_LARGE)."""
+_PUT_HEADER = 5  # txn u32 + ngroups u8
+_DELETE_HEADER = 6  # txn u32 + ncodes u16
+
+
+def _str8_size(text: str) -> int:
+    return 1 + len(text.encode("utf-8"))
+
+
+def batch_puts(
+    txn: int, puts: Sequence[PutRecord], max_payload: int = MAX_PAYLOAD
+) -> list[PutAccounts]:
+    """Pack PUT records into as few frames as fit ``max_payload`` (grouped by parent)."""
+    batches: list[PutAccounts] = []
+    current: list[PutRecord] = []
+    size = _PUT_HEADER
+    groups = 0
+    group_len = 0
+    last_parent: str | None = None
+    for rec in puts:
+        rec_size = 1 + _str8_size(rec.code) + _str8_size(rec.name)
+        rec_size += _str8_size(rec.password) if rec.password is not None else 0
+        rec_size += 2 if rec.number else 0
+        new_group = rec.parent_code != last_parent or group_len == 255
+        extra = rec_size + (_str8_size(rec.parent_code) + 1 if new_group else 0)
+        if current and (
+            size + extra > max_payload
+            or len(current) >= MAX_BATCH_RECORDS
+            or (new_group and groups == 255)
+        ):
+            batches.append(PutAccounts(txn, tuple(current)))
+            current, size, groups, group_len, last_parent = [], _PUT_HEADER, 0, 0, None
+            new_group = True
+            extra = rec_size + _str8_size(rec.parent_code) + 1
+        if new_group:
+            groups += 1
+            group_len = 0
+            last_parent = rec.parent_code
+        current.append(rec)
+        group_len += 1
+        size += extra
+    if current:
+        batches.append(PutAccounts(txn, tuple(current)))
+    return batches
+
+
+def batch_deletes(
+    txn: int, codes: Sequence[str], max_payload: int = MAX_PAYLOAD
+) -> list[DeleteAccounts]:
+    batches: list[DeleteAccounts] = []
+    current: list[str] = []
+    size = _DELETE_HEADER
+    for code in codes:
+        n = _str8_size(code)
+        if current and (size + n > max_payload or len(current) >= MAX_BATCH_RECORDS):
+            batches.append(DeleteAccounts(txn, tuple(current)))
+            current, size = [], _DELETE_HEADER
+        current.append(code)
+        size += n
+    if current:
+        batches.append(DeleteAccounts(txn, tuple(current)))
+    return batches

@@ -1,4 +1,4 @@
-"""read_meter_accounts: every page, meter order, pipelined, robust to short pages."""
+"""protocol.client.read_all_accounts: every page, meter order, pipelined, robust to short pages."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from agent.report import read_meter_accounts
 from firmware_sim.accounts import AccountBook, Settings
 from firmware_sim.meter import Meter
 from protocol.client import MeterClient, MeterError
+from protocol.client import read_all_accounts as read_meter_accounts
 from protocol.messages import AccountEntry, AccountPage, Message, ReadAccounts
 
 from .conftest import TODAY, client_for

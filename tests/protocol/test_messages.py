@@ -177,3 +177,22 @@ def test_hand_codecs_agree_with_the_declared_structs(msg_type: int, data: st.Dat
 @given(payload=st.binary(max_size=64))
 def test_hand_codecs_agree_on_random_bytes(msg_type: int, payload: bytes) -> None:
     assert _hand_decode(msg_type, payload) == _reference_decode(_m.CATALOGUE[msg_type], payload)
+
+
+@settings(max_examples=80)
+@given(
+    records=st.lists(mst.put_records, max_size=400),
+    codes=st.lists(mst.codes, max_size=400),
+    max_payload=st.integers(300, 1024),
+)
+def test_batches_fit_the_frame_and_keep_order(
+    records: list[PutRecord], codes: list[str], max_payload: int
+) -> None:
+    puts = _m.batch_puts(7, records, max_payload)
+    assert [r for b in puts for r in b.records] == records
+    deletes = _m.batch_deletes(7, codes, max_payload)
+    assert [c for b in deletes for c in b.codes] == codes
+    for batch in (*puts, *deletes):
+        assert len(batch.encode()) <= max_payload
+        size = len(batch.records) if isinstance(batch, PutAccounts) else len(batch.codes)
+        assert 1 <= size <= _m.MAX_BATCH_RECORDS
