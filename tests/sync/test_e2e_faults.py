@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main as meter_sync
-from protocol.client import MeterClient
+from protocol.client import MeterClient, read_all_accounts
 from protocol.digest import list_digest
-from protocol.messages import AccountPage, Ack, Auth, ReadAccounts
+from protocol.messages import Ack, Auth
 from tests.sync.meters import SUPERVISOR, Served, serve
 
 HEADER = "Name,Code,Status,PasswordEnabled,PasswordCode,ParentName,NextParentName\n"
@@ -51,14 +51,7 @@ def meter_list(port: str) -> tuple[bytes, dict[str, tuple[int, str, bool, int, i
     with MeterClient.connect(port) as client:
         assert client.identity is not None
         client.call(Auth(SUPERVISOR), Ack)
-        entries = []
-        offset = 0
-        while True:
-            page = client.call(ReadAccounts(offset, 0xFFFF), AccountPage)
-            entries += page.entries
-            offset += len(page.entries)
-            if offset >= page.total:
-                break
+        entries = read_all_accounts(client)
         return client.identity.digest, {
             e.code: (e.number, e.name, e.active, e.pieces, e.postage_mills) for e in entries
         }
