@@ -325,6 +325,9 @@ def run_one(
     except (LinkError, OSError) as exc:
         progress.done(target.label, f"failed: {exc}")
         return MeterResult(target, error=str(exc))
+    except Exception as exc:  # a fleet goes on: any other failure is this meter's alone
+        progress.done(target.label, f"failed: {type(exc).__name__}: {exc}")
+        return MeterResult(target, error=f"{type(exc).__name__}: {exc}")
     finally:
         client.close()
 
@@ -339,12 +342,15 @@ def run_fleet(
     """Sync every target concurrently; record the results in the store."""
     projection = project(a.to_record() for a in store.accounts())
     snapshots = store.meter_snapshots()
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(targets)))) as pool:
-        futures = [
-            pool.submit(run_one, t, projection, snapshots, progress, connect, dry_run)
-            for t in targets
-        ]
-        results = [f.result() for f in futures]
+    if len(targets) == 1:
+        results = [run_one(targets[0], projection, snapshots, progress, connect, dry_run)]
+    else:
+        with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
+            futures = [
+                pool.submit(run_one, t, projection, snapshots, progress, connect, dry_run)
+                for t in targets
+            ]
+            results = [f.result() for f in futures]
     if not dry_run:
         now = datetime.now(UTC)
         for r in results:

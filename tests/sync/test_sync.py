@@ -275,3 +275,20 @@ def test_snapshot_plan_with_deletes_rereads_the_meter_for_history(store: SharedL
     assert r.status == "synced", r.error
     b = meter.book.get("B")
     assert not b.active and b.postage_mills == 300
+
+
+def test_an_unexpected_failure_stays_with_its_meter(store: SharedList) -> None:
+    _company(store, 3)
+    good = make_meter("SIM-G")
+
+    class Exploding(Links):
+        def __call__(self, target: object) -> MeterClient:
+            client = super().__call__(target)  # type: ignore[arg-type]
+            if getattr(target, "port", "") == "bad":
+                client.call = None  # type: ignore[assignment,method-assign]  # TypeError when used
+            return client
+
+    results = sync(store, Exploding(good=good, bad=make_meter("SIM-B")), "good", "bad")
+    by_port = {r.target.port: r for r in results}
+    assert by_port["good"].status == "synced"
+    assert by_port["bad"].exit_code == EXIT_FAILED and "TypeError" in by_port["bad"].error
