@@ -120,15 +120,32 @@ def _wait_readable(fd: int, timeout: float) -> bool:
     return bool(ready)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+WRITE_STALL_LIMIT = 2.0
+"""Seconds a pty write may wait for a reader before the rest is dropped."""
+
+
+def _write_all(fd: int, data: bytes, stall_limit: float | None = None) -> int:
+    """Write ``data``; return how many bytes were dropped because nobody read them.
+
+    A serial line with no one listening loses what is sent: if the pty's buffer
+    stays full for ``stall_limit`` seconds the rest is dropped instead of blocking
+    the meter (and its stop signal) forever.
+    """
+    limit = WRITE_STALL_LIMIT if stall_limit is None else stall_limit
     view = memoryview(data)
+    deadline = time.monotonic() + limit
     while view:
         try:
             n = os.write(fd, view)
         except BlockingIOError:
-            select.select([], [fd], [], 1.0)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return len(view)
+            select.select([], [fd], [], min(remaining, 0.1))
             continue
         view = view[n:]
+        deadline = time.monotonic() + limit
+    return 0
 
 
 class PtyMaster:
@@ -144,12 +161,13 @@ class PtyMaster:
         tty.setraw(self._slave)
         os.set_blocking(self.master, False)
         self.slave_path = os.ttyname(self._slave)
+        self.dropped = 0  # bytes lost because no client drained the pty
 
     def fileno(self) -> int:
         return self.master
 
     def write(self, data: bytes) -> None:
-        _write_all(self.master, data)
+        self.dropped += _write_all(self.master, data)
 
     def read(self, timeout: float) -> bytes:
         if not _wait_readable(self.master, timeout):

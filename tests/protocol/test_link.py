@@ -118,3 +118,17 @@ def test_hello_exchange_over_a_pty() -> None:
         stop.set()
         t.join()
         master.close()
+
+
+def test_pty_write_with_nobody_reading_drops_instead_of_hanging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import protocol.link as link
+
+    monkeypatch.setattr(link, "WRITE_STALL_LIMIT", 0.2)
+    master = PtyMaster()
+    try:
+        master.write(b"\x55" * 1_000_000)  # far beyond any pty buffer; nobody reads
+        assert 0 < master.dropped < 1_000_000
+    finally:
+        master.close()
