@@ -216,37 +216,10 @@ def _empty_digest() -> bytes:
     return list_digest([])
 
 
-@pytest.mark.parametrize("seed", [11, 12])
-def test_agent_killed_mid_sync_recovers_on_the_next_run(
-    env: Path, seed: int, capsys: pytest.CaptureFixture[str]
-) -> None:
-    meter = serve(env / "m.nvm", "--baud", "38400", capacity=300)
-    try:
-        write_list(env / "a.csv", 8, 16)
-        assert meter_sync(["import", str(env / "a.csv")]) == 0
-        agent = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "sync", "--port", meter.port, "--json"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(random.Random(seed).uniform(0.3, 1.5))
-        agent.send_signal(signal.SIGKILL)
-        agent.wait()
-        middle, _ = meter_list(meter.port)
-        result = _sync_json(meter.port, capsys)
-        assert result["exit"] == 0
-        final, accounts = meter_list(meter.port)
-        assert middle in (_empty_digest(), final)  # old list or new list, never a mix
-        assert len(accounts) == 136
-        assert meter_sync(["verify", "--port", meter.port]) == 0
-    finally:
-        meter.stop()
-
-
-@pytest.mark.parametrize("seed", [21, 22])
-def test_meter_killed_mid_sync_recovers_on_the_next_run(
-    env: Path, seed: int, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _kill_mid_sync(env: Path, seed: int, victim: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Start a sync at 38400 baud, SIGKILL the agent or the meter at a seeded moment,
+    then check the meter holds the old list or the new one, and that the next sync
+    finishes the job."""
     state = env / "m.nvm"
     meter = serve(state, "--baud", "38400", capacity=300)
     restarted: Served | None = None
@@ -259,19 +232,40 @@ def test_meter_killed_mid_sync_recovers_on_the_next_run(
             stderr=subprocess.DEVNULL,
         )
         time.sleep(random.Random(seed).uniform(0.3, 1.5))
-        meter.stop(signal.SIGKILL)
-        assert agent.wait(timeout=60) in (0, 1)  # 0 only if it finished before the cut
-        restarted = serve(state, "--baud", "115200", capacity=300)
-        middle, _ = meter_list(restarted.port)
-        result = _sync_json(restarted.port, capsys)
+        if victim == "agent":
+            agent.send_signal(signal.SIGKILL)
+            agent.wait()
+            port = meter.port
+        else:
+            meter.stop(signal.SIGKILL)
+            assert agent.wait(timeout=60) in (0, 1)  # 0 only if it finished before the cut
+            restarted = serve(state, "--baud", "115200", capacity=300)
+            port = restarted.port
+        middle, _ = meter_list(port)
+        result = _sync_json(port, capsys)
         assert result["exit"] == 0
-        final, accounts = meter_list(restarted.port)
-        assert middle in (_empty_digest(), final)
+        final, accounts = meter_list(port)
+        assert middle in (_empty_digest(), final)  # old list or new list, never a mix
         assert len(accounts) == 136
+        assert meter_sync(["verify", "--port", port]) == 0
     finally:
         meter.stop()
         if restarted is not None:
             restarted.stop()
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_agent_killed_mid_sync_recovers_on_the_next_run(
+    env: Path, seed: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _kill_mid_sync(env, seed, "agent", capsys)
+
+
+@pytest.mark.parametrize("seed", [21, 22])
+def test_meter_killed_mid_sync_recovers_on_the_next_run(
+    env: Path, seed: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _kill_mid_sync(env, seed, "meter", capsys)
 
 
 def test_fleet_of_three_one_failing(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -308,7 +302,4 @@ def test_torture_agent_and_meter_kills(env: Path, capsys: pytest.CaptureFixture[
         run_dir = env / f"run{seed}"
         run_dir.mkdir()
         os.environ["METERLINK_DB"] = str(run_dir / "shared.db")
-        if seed % 2:
-            test_agent_killed_mid_sync_recovers_on_the_next_run(run_dir, seed, capsys)
-        else:
-            test_meter_killed_mid_sync_recovers_on_the_next_run(run_dir, seed, capsys)
+        _kill_mid_sync(run_dir, seed, "agent" if seed % 2 else "meter", capsys)
