@@ -83,19 +83,38 @@ def project(records: Iterable[AccountRecord]) -> Projection:
             else:
                 long_ones.append((r, limit))
         for r, limit in long_ones:
-            candidate = r.name[:limit].rstrip()
-            n = 1
-            while candidate in taken or not candidate:
-                n += 1
-                suffix = f"~{n}"
-                candidate = r.name[: limit - len(suffix)].rstrip() + suffix
+            candidate = distinct_name(r.name, limit, taken)
             taken.add(candidate)
             new_name[r.code] = candidate
             shortenings.append(Shortening(r.code, r.name, candidate))
+    # A linked set has one password, held by its chargeable (lowest) account: a
+    # parent's password is dormant on the meter, so it is not part of the target.
+    parents = {r.parent_code for r in items if r.parent_code}
     projected = tuple(
-        r if new_name[r.code] == r.name else replace(r, name=new_name[r.code]) for r in items
+        replace(r, name=new_name[r.code], password_enabled=False, password="")
+        if r.code in parents and (r.password_enabled or r.password)
+        else r
+        if new_name[r.code] == r.name
+        else replace(r, name=new_name[r.code])
+        for r in items
     )
     return Projection(projected, tuple(sorted(shortenings, key=lambda s: s.code)))
+
+
+def distinct_name(name: str, limit: int, taken: set[str]) -> str:
+    """``name`` cut to ``limit`` (trailing spaces trimmed); if that is taken,
+    ``~2``, ``~3``... replaces its tail until it is free."""
+    candidate = name[:limit].rstrip()
+    n = 1
+    while candidate in taken or not candidate:
+        n += 1
+        suffix = f"~{n}"
+        candidate = name[: limit - len(suffix)].rstrip() + suffix
+    return candidate
+
+
+def _limit(depth: int) -> int:
+    return TOP_NAME_MAX if depth == 1 else SUB_NAME_MAX
 
 
 def entry_record(e: AccountEntry | AccountRecord) -> AccountRecord:
@@ -223,9 +242,20 @@ def make_plan(
     for code in plan.deletes:
         plan.changes.append(Change("delete", code, f"{have[code].name!r}"))
 
+    want_names = {(r.parent_code, r.name) for r in want.values()}
     for code, r in sorted(retained.items()):
-        if have[code].active:
+        renamed = (r.parent_code, r.name) in want_names
+        if renamed:  # a shared-list account now uses its name: the history account gives way
+            taken = {n for p, n in want_names if p == r.parent_code}
+            taken |= {x.name for x in retained.values() if x.parent_code == r.parent_code}
+            new = distinct_name(r.name, _limit(depth_have[code]), taken)
+            plan.changes.append(
+                Change("rename", code, f"{r.name!r} -> {new!r}: the shared list uses its name")
+            )
+            retained[code] = r = replace(r, name=new)
+        if renamed or have[code].active:
             plan.puts.append(_put(r))
+        if have[code].active:
             plan.changes.append(
                 Change("deactivate", code, "charged before: kept inactive with its counters")
             )
@@ -235,6 +265,9 @@ def make_plan(
             )
 
     # Adds and updates, parents before children (projection order is tree order).
+    adds: list[AccountRecord] = []
+    updates: list[AccountRecord] = []
+    target_parents = {r.parent_code for r in (*projection.records, *retained.values())}
     rolled: set[str] = set()
     live_children = {c for c, kids in children.items() if any(k not in plan.deletes for k in kids)}
     for r in _tree_order(projection.records):
@@ -261,7 +294,7 @@ def make_plan(
                     f"{r.code}: password shorter than {MIN_PASSWORD} characters; sent without one"
                 )
                 r = replace(r, password_enabled=False, password="")
-            plan.puts.append(_put(r))
+            adds.append(r)
             plan.changes.append(Change("add", r.code, repr(r.name)))
             continue
         if old.parent_code != r.parent_code:
@@ -271,10 +304,14 @@ def make_plan(
             )
             continue
         what = []
+        if r.code in children and r.code not in live_children:
+            # its children all go: it is chargeable again, so its settings are sent
+            what.append(Change("revive", r.code, "its last child goes: chargeable again"))
         if old.name != r.name:
             what.append(Change("rename", r.code, f"{old.name!r} -> {r.name!r}"))
-        pw_differs = old.password_enabled != r.password_enabled or (
-            passwords_known and r.password_enabled and old.password != r.password
+        pw_differs = r.code not in target_parents and (
+            old.password_enabled != r.password_enabled
+            or (passwords_known and r.password_enabled and old.password != r.password)
         )
         if pw_differs:
             if r.password_enabled and len(r.password) < MIN_PASSWORD:
@@ -289,8 +326,9 @@ def make_plan(
         if old.active != r.active:
             what.append(Change("activate" if r.active else "deactivate", r.code))
         if what:
-            plan.puts.append(_put(r))
+            updates.append(r)
             plan.changes.extend(what)
+    plan.puts += _order_puts(have, set(plan.deletes), retained, updates, adds)
 
     moved = {p.split(":", 1)[0] for p in plan.problems if "moving from parent" in p}
     target = [have[c] if c in moved else want[c] for c in want] + list(retained.values())
@@ -303,6 +341,45 @@ def make_plan(
             f"{capacity}: Cannot create any more accounts"
         )
     return plan
+
+
+def _order_puts(
+    have: dict[str, AccountRecord],
+    deleted: set[str],
+    retained: dict[str, AccountRecord],
+    updates: list[AccountRecord],
+    adds: list[AccountRecord],
+) -> list[PutRecord]:
+    """Updates, then adds, so that sibling names stay unique after every put.
+
+    The meter checks sibling names put by put.  Where a put wants a name another
+    sibling still holds (two siblings swap names, a new account takes a name a
+    renamed one gives up), every renamed sibling of that group first takes a
+    temporary name; the staged list is only visible at COMMIT, so the temporary
+    names never reach the live list.
+    """
+    held: dict[tuple[str, str], str] = {}
+    for code, r in have.items():
+        if code not in deleted:
+            name = retained[code].name if code in retained else r.name
+            held[(r.parent_code, name)] = code
+    conflicted = {
+        r.parent_code
+        for r in (*updates, *adds)
+        if held.get((r.parent_code, r.name), r.code) != r.code
+    }
+    temporary: list[PutRecord] = []
+    if conflicted:
+        depth = _depths(list(have.values()))
+        for r in updates:
+            old = have[r.code]
+            if r.parent_code in conflicted and old.name != r.name:
+                taken = {n for p, n in held if p == r.parent_code}
+                taken |= {x.name for x in (*updates, *adds) if x.parent_code == r.parent_code}
+                temp = distinct_name("~", _limit(depth[r.code]), taken)
+                held[(r.parent_code, temp)] = r.code
+                temporary.append(_put(replace(r, name=temp)))
+    return [*temporary, *(_put(r) for r in updates), *(_put(r) for r in adds)]
 
 
 def _tree_order(records: Sequence[AccountRecord]) -> list[AccountRecord]:

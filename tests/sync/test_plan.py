@@ -106,3 +106,24 @@ def test_no_change_plan_is_empty_and_digest_matches() -> None:
     plan = make_plan(project(records), meter, 25)
     assert plan.empty
     assert plan.target_digest == list_digest(records)
+
+
+def test_history_account_gives_its_name_to_a_new_shared_account() -> None:
+    meter = [entry("old", "Mailroom", number=1, ever_charged=True, pieces=3)]
+    plan = make_plan(project([rec("new", "Mailroom")]), meter, 25)
+    kept = {r.code: r for r in plan.target}
+    assert kept["old"].name == "Mailroom~2" and not kept["old"].active
+    assert kept["new"].name == "Mailroom"
+    assert [p.code for p in plan.puts] == ["old", "new"]  # the name is freed first
+
+
+def test_name_swap_goes_through_temporary_names() -> None:
+    meter = [entry("p", "P"), entry("a", "Alpha", "p", number=1), entry("b", "Beta", "p", number=2)]
+    plan = make_plan(
+        project([rec("p", "P"), rec("a", "Beta", "p"), rec("b", "Alpha", "p")]), meter, 25
+    )
+    names: dict[str, str] = {"a": "Alpha", "b": "Beta"}
+    for put in plan.puts:  # replay the puts: sibling names unique after every one
+        names[put.code] = put.name
+        assert len(set(names.values())) == len(names), plan.puts
+    assert names == {"a": "Beta", "b": "Alpha"}

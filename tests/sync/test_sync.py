@@ -292,3 +292,27 @@ def test_an_unexpected_failure_stays_with_its_meter(store: SharedList) -> None:
     by_port = {r.target.port: r for r in results}
     assert by_port["good"].status == "synced"
     assert by_port["bad"].exit_code == EXIT_FAILED and "TypeError" in by_port["bad"].error
+
+
+def test_siblings_can_swap_names_and_take_a_freed_name(store: SharedList) -> None:
+    add(
+        store,
+        acct("S", "Sales"),
+        acct("E", "East", "S"),
+        acct("W", "West", "S"),
+        acct("N", "North", "S"),
+    )
+    meter = make_meter()
+    links = Links(m=meter)
+    sync(store, links, "m")
+    edit(store, "E", name="TMP")  # the store itself needs a free name to swap through
+    edit(store, "W", name="East")
+    edit(store, "E", name="West")
+    edit(store, "N", name="Northern")
+    add(store, acct("N2", "North", "S"))  # a new account takes the name North just gave up
+    (r,) = sync(store, links, "m")
+    assert r.status == "synced", r.error
+    names = {c: meter.book.get(c).name for c in ("E", "W", "N", "N2")}
+    assert names == {"E": "West", "W": "East", "N": "Northern", "N2": "North"}
+    (again,) = sync(store, links, "m")
+    assert again.status == "in-sync"
