@@ -204,12 +204,11 @@ class MeterResult:
 def sync_meter(
     client: MeterClient,
     target: MeterTarget,
-    projection: Projection,
-    snapshot: tuple[bytes, tuple[AccountRecord, ...]] | None,
+    shared: SharedView,
     progress: Progress,
     dry_run: bool = False,
 ) -> MeterResult:
-    """Bring one connected meter in step with ``projection`` (see module docstring)."""
+    """Bring one connected meter in step with the shared list (see module docstring)."""
     started = time.monotonic()
     result = MeterResult(target)
     ident = client.identity or client.hello()
@@ -227,6 +226,11 @@ def sync_meter(
         )
         return result
 
+    if shared.in_sync.get(ident.serial) == ident.digest:
+        # Nothing changed on either side since this meter's last sync.
+        return finish("in-sync", EXIT_IN_SYNC)
+    projection = shared.projection
+    snapshot = shared.snapshot(ident.serial)
     plan: SyncPlan | None = None
     if snapshot is not None and snapshot[0] == ident.digest:
         # The meter still holds exactly what we pushed last time (passwords included).
@@ -292,6 +296,38 @@ def _summary(plan: SyncPlan) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
 
 
+class SharedView:
+    """What a sync needs from the store, read in the store's thread.
+
+    ``in_sync``: serial -> digest of every product the store still calls in sync
+    (any change to the shared list clears that flag), so a meter that reports
+    that digest is in sync without loading the list.  The projection and the
+    snapshots are loaded on first use (``load()`` them first for a fleet: the
+    store cannot be used from the fleet's threads).
+    """
+
+    def __init__(self, store: SharedList) -> None:
+        self._store = store
+        self.in_sync = {p.serial: p.last_digest for p in store.products() if p.in_sync}
+        self._projection: Projection | None = None
+        self._snapshots: dict[str, tuple[bytes, tuple[AccountRecord, ...]]] = {}
+
+    def load(self) -> None:
+        if self._projection is None:
+            self._projection = project(a.to_record() for a in self._store.accounts())
+            self._snapshots = self._store.meter_snapshots()
+
+    @property
+    def projection(self) -> Projection:
+        self.load()
+        assert self._projection is not None
+        return self._projection
+
+    def snapshot(self, serial: str) -> tuple[bytes, tuple[AccountRecord, ...]] | None:
+        self.load()
+        return self._snapshots.get(serial)
+
+
 Connect = Callable[[MeterTarget], MeterClient]
 
 
@@ -299,13 +335,9 @@ def default_connect(target: MeterTarget) -> MeterClient:
     return MeterClient.connect(target.port, baudrate=target.baud)
 
 
-Snapshots = dict[str, tuple[bytes, tuple[AccountRecord, ...]]]
-
-
 def run_one(
     target: MeterTarget,
-    projection: Projection,
-    snapshots: Snapshots,
+    shared: SharedView,
     progress: Progress,
     connect: Connect,
     dry_run: bool,
@@ -317,8 +349,7 @@ def run_one(
         progress.done(target.label, f"failed: {exc}")
         return MeterResult(target, error=str(exc))
     try:
-        serial = client.identity.serial if client.identity else ""
-        return sync_meter(client, target, projection, snapshots.get(serial), progress, dry_run)
+        return sync_meter(client, target, shared, progress, dry_run)
     except MeterError as exc:
         progress.done(target.label, f"refused: {exc}")
         return MeterResult(target, status="refused", exit_code=EXIT_REFUSED, error=str(exc))
@@ -340,24 +371,21 @@ def run_fleet(
     dry_run: bool = False,
 ) -> list[MeterResult]:
     """Sync every target concurrently; record the results in the store."""
-    projection = project(a.to_record() for a in store.accounts())
-    snapshots = store.meter_snapshots()
+    shared = SharedView(store)
     if len(targets) == 1:
-        results = [run_one(targets[0], projection, snapshots, progress, connect, dry_run)]
+        results = [run_one(targets[0], shared, progress, connect, dry_run)]
     else:
+        shared.load()  # the threads must not touch the store
         with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
-            futures = [
-                pool.submit(run_one, t, projection, snapshots, progress, connect, dry_run)
-                for t in targets
-            ]
+            futures = [pool.submit(run_one, t, shared, progress, connect, dry_run) for t in targets]
             results = [f.result() for f in futures]
     if not dry_run:
         now = datetime.now(UTC)
         for r in results:
-            if r.exit_code == EXIT_IN_SYNC and r.snapshot is not None and r.serial:
+            if r.exit_code == EXIT_IN_SYNC and r.serial:
                 if store.product(r.serial) is None:
                     store.record_product(r.serial, r.model, "sync")
-                if snapshots.get(r.serial) != (r.digest, r.snapshot):  # unchanged: no rewrite
+                if r.snapshot is not None and shared.snapshot(r.serial) != (r.digest, r.snapshot):
                     store.save_meter_snapshot(r.serial, r.digest, r.snapshot)
                 store.mark_synced(r.serial, r.digest, now)
             elif r.serial and store.product(r.serial) is not None:

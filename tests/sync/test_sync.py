@@ -270,6 +270,7 @@ def test_snapshot_plan_with_deletes_rereads_the_meter_for_history(store: SharedL
     snaps = store.meter_snapshots()
     digest, records = snaps["SIM-1"]
     store._conn.execute("DELETE FROM accounts WHERE code = 'B'")  # a rebuilt list
+    store.mark_out_of_sync("SIM-1")  # as every change through SharedList.apply does
     store.save_meter_snapshot("SIM-1", digest, [dataclasses.replace(r) for r in records])
     (r,) = sync(store, links, "m")
     assert r.status == "synced", r.error
@@ -316,3 +317,28 @@ def test_siblings_can_swap_names_and_take_a_freed_name(store: SharedList) -> Non
     assert names == {"E": "West", "W": "East", "N": "Northern", "N2": "North"}
     (again,) = sync(store, links, "m")
     assert again.status == "in-sync"
+
+
+def test_no_change_needs_no_list_load(store: SharedList, monkeypatch: pytest.MonkeyPatch) -> None:
+    _company(store, 5)
+    meter = make_meter()
+    links = Links(m=meter)
+    sync(store, links, "m")
+
+    def refuse() -> None:
+        raise AssertionError("the list was loaded for a no-change sync")
+
+    monkeypatch.setattr(store, "accounts", refuse)
+    (r,) = sync(store, links, "m")
+    assert r.status == "in-sync" and r.exchanges == 1
+
+
+def test_meter_edited_behind_our_back_is_caught(store: SharedList) -> None:
+    _company(store, 5)
+    meter = make_meter()
+    links = Links(m=meter)
+    sync(store, links, "m")
+    meter.book.put("E1", "ENG", "Edited here")  # a supervisor at the keypad
+    (r,) = sync(store, links, "m")
+    assert r.status == "synced"
+    assert meter.book.get("E1").name == "Team 1"
