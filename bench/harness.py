@@ -88,8 +88,13 @@ class MeterProcess:
         self.state = state
         self.line = line
         cmd = [
-            str(BIN / "meter-sim"), "serve", "--pty", "--state", str(state),
-            "--capacity", str(capacity),
+            str(BIN / "meter-sim"),
+            "serve",
+            "--pty",
+            "--state",
+            str(state),
+            "--capacity",
+            str(capacity),
         ]
         if line.baud:
             cmd += ["--baud", str(line.baud)]
@@ -167,9 +172,11 @@ def agent_sync_subprocess(db: Path, port: str, line: Line) -> Run:
     env = dict(os.environ, METER_SUPERVISOR_PASSWORD=PASSWORD)
     started = time.perf_counter()
     done = subprocess.run(
-        [str(BIN / "meter-sync"), "--db", str(db), "sync", "--port", port, "--json",
-         *_baud(line)],
-        capture_output=True, text=True, env=env, check=False,
+        [str(BIN / "meter-sync"), "--db", str(db), "sync", "--port", port, "--json", *_baud(line)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     seconds = time.perf_counter() - started
     if done.returncode != 0:

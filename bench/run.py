@@ -204,7 +204,11 @@ def say(text: str) -> None:
 
 
 def line_scenarios(
-    setup: Setup, line: Line, reps: int, naive: bool, deltas: bool = True,
+    setup: Setup,
+    line: Line,
+    reps: int,
+    naive: bool,
+    deltas: bool = True,
     naive_delta: bool = True,
 ) -> list[Row]:
     """Full first sync (each on an empty meter), then no-change, 1 change, 1 %."""
@@ -236,12 +240,16 @@ def line_scenarios(
                 codes = rename(setup, db, sample, f"p{k}")
                 pct_content = record_content(db, codes)[1]
                 pct.append(harness.agent_sync(db, meter.port, line))
+            rows.append(Row("1 change", line, one, 1, one_content, note=_vs(one, full, "of full")))
             rows.append(
-                Row("1 change", line, one, 1, one_content, note=_vs(one, full, "of full"))
-            )
-            rows.append(
-                Row(f"{len(sample)} changes (1%)", line, pct, len(sample), pct_content,
-                    note=_vs(pct, full, "of full"))
+                Row(
+                    f"{len(sample)} changes (1%)",
+                    line,
+                    pct,
+                    len(sample),
+                    pct_content,
+                    note=_vs(pct, full, "of full"),
+                )
             )
             if naive and naive_delta:
                 say(f"  {line.label}: naive re-push after one change")
@@ -249,9 +257,15 @@ def line_scenarios(
                 naive_one = harness.naive_sync(db, meter.port, line)
                 mine = statistics.median(r.seconds for r in one)
                 rows.append(
-                    Row("naive, 1 change", line, [naive_one], setup.accounts, setup.content,
+                    Row(
+                        "naive, 1 change",
+                        line,
+                        [naive_one],
+                        setup.accounts,
+                        setup.content,
                         note=f"agent 1 change {fmt_s(mine)}: "
-                        f"{naive_one.seconds / mine:.0f}x faster")
+                        f"{naive_one.seconds / mine:.0f}x faster",
+                    )
                 )
     if not deltas:
         rows.append(Row("full sync", line, full, setup.accounts, setup.content))
@@ -261,8 +275,14 @@ def line_scenarios(
             run = harness.naive_sync(setup.fresh_db(), meter.port, line)
         full_median = statistics.median(r.seconds for r in full)
         rows.append(
-            Row("naive full", line, [run], setup.accounts, setup.content,
-                note=f"agent {run.seconds / full_median:.1f}x faster")
+            Row(
+                "naive full",
+                line,
+                [run],
+                setup.accounts,
+                setup.content,
+                note=f"agent {run.seconds / full_median:.1f}x faster",
+            )
         )
     return rows
 
@@ -331,9 +351,7 @@ def mail_rows(setup: Setup, seconds_each: float) -> list[Row]:
 
         with MeterClient.connect(meter.port) as client:
             page = client.call(ReadAccounts(0, 0xFFFF), AccountPage)
-        numbers = [
-            e.number for e in page.entries if e.chargeable and not e.password_enabled
-        ][:50]
+        numbers = [e.number for e in page.entries if e.chargeable and not e.password_enabled][:50]
         for window in (1, 8):
             runs = []
             for _ in range(3):
@@ -342,8 +360,13 @@ def mail_rows(setup: Setup, seconds_each: float) -> list[Row]:
             count = runs[0].exchanges
             rate = statistics.median(count / r.seconds for r in runs)
             rows.append(
-                Row(f"mail runs, window {window}", line, runs, count,
-                    note=f"{rate:,.0f} runs/s ({count} runs each, durable)")
+                Row(
+                    f"mail runs, window {window}",
+                    line,
+                    runs,
+                    count,
+                    note=f"{rate:,.0f} runs/s ({count} runs each, durable)",
+                )
             )
             rows[-1].extra["rate"] = rate
     return rows
@@ -403,29 +426,50 @@ def targets(rows: Sequence[Row]) -> list[tuple[str, str, bool | None]]:
             out.append((f"full sync {label}: elapsed <= {bar:.2f} x wire", "not run", None))
             continue
         ratio = r.seconds / r.wire
-        out.append((f"full sync {label}: elapsed <= {bar:.2f} x wire time of bytes sent",
-                    f"{ratio:.3f}x", ratio <= bar))
+        out.append(
+            (
+                f"full sync {label}: elapsed <= {bar:.2f} x wire time of bytes sent",
+                f"{ratio:.3f}x",
+                ratio <= bar,
+            )
+        )
         sc = r.sent / r.content
-        out.append((f"full sync {label}: bytes sent <= 1.15 x record content",
-                    f"{sc:.3f}x", sc <= 1.15))
+        out.append(
+            (f"full sync {label}: bytes sent <= 1.15 x record content", f"{sc:.3f}x", sc <= 1.15)
+        )
     r = find("no change", "115200 baud")
     if r:
         ex = max(x.exchanges for x in r.runs)
-        out.append(("no-change sync: one exchange, < 0.1 s at 115200",
-                    f"{ex} exchange, {fmt_s(r.seconds)}", ex == 1 and r.seconds < 0.1))
+        out.append(
+            (
+                "no-change sync: one exchange, < 0.1 s at 115200",
+                f"{ex} exchange, {fmt_s(r.seconds)}",
+                ex == 1 and r.seconds < 0.1,
+            )
+        )
     one, full = find("1 change", "115200 baud"), find("full sync", "115200 baud")
     if one and full:
         b, t = one.sent / full.sent, one.seconds / full.seconds
-        out.append(("1 change in 3,000: < 1% of the full sync's bytes and time",
-                    f"{b:.2%} bytes, {t:.2%} time", b < 0.01 and t < 0.01))
+        out.append(
+            (
+                "1 change in 3,000: < 1% of the full sync's bytes and time",
+                f"{b:.2%} bytes, {t:.2%} time",
+                b < 0.01 and t < 0.01,
+            )
+        )
     r = find("full sync", "unpaced")
     if r:
         out.append(("unpaced full sync < 1 s inside the agent", fmt_s(r.seconds), r.seconds < 1))
     for r in rows:
         if r.scenario.startswith("import"):
             rss = r.extra["rss"] / 2**20
-            out.append((f"{r.scenario}: < 5 s and < 300 MB peak RSS",
-                        f"{fmt_s(r.seconds)}, {rss:.0f} MB", r.seconds < 5 and rss < 300))
+            out.append(
+                (
+                    f"{r.scenario}: < 5 s and < 300 MB peak RSS",
+                    f"{fmt_s(r.seconds)}, {rss:.0f} MB",
+                    r.seconds < 5 and rss < 300,
+                )
+            )
     naive, mine = find("naive full", "115200 baud +16 ms"), find("full sync", "115200 baud +16 ms")
     if naive and mine:
         x = naive.seconds / mine.seconds
@@ -437,12 +481,15 @@ def targets(rows: Sequence[Row]) -> list[tuple[str, str, bool | None]]:
     return out
 
 
-def write_doc(rows: Sequence[Row], info: dict[str, str], quick: bool, total: float,
-              chargeable: int) -> None:
+def write_doc(
+    rows: Sequence[Row], info: dict[str, str], quick: bool, total: float, chargeable: int
+) -> None:
     from bench_doc import render
 
-    DOC.write_text(render(rows, info, quick, total, chargeable, markdown_table(rows),
-                          targets(rows)), encoding="utf-8")
+    DOC.write_text(
+        render(rows, info, quick, total, chargeable, markdown_table(rows), targets(rows)),
+        encoding="utf-8",
+    )
 
 
 # ------------------------------------------------------------------ main
@@ -453,8 +500,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller and faster (< 2 minutes)")
     ap.add_argument("--write", action="store_true", help="write docs/BENCHMARKS.md even if --quick")
     ap.add_argument("--no-write", action="store_true", help="do not write docs/BENCHMARKS.md")
-    ap.add_argument("--only", nargs="*", default=None,
-                    help="115200 9600 latency unpaced cli import mail (default: all)")
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="115200 9600 latency unpaced cli import mail (default: all)",
+    )
     args = ap.parse_args(argv)
     quick = args.quick
     chargeable = 300 if quick else 3000
@@ -477,8 +528,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps: list[tuple[str, Callable[[], list[Row]]]] = [
             ("115200", lambda: line_scenarios(setup, Line(115200), reps, naive=True)),
             ("9600", lambda: line_scenarios(setup, Line(9600), 1, naive=False)),
-            ("latency", lambda: line_scenarios(setup, Line(115200, 16), reps, naive=True,
-                                               deltas=not quick, naive_delta=False)),
+            (
+                "latency",
+                lambda: line_scenarios(
+                    setup, Line(115200, 16), reps, naive=True, deltas=not quick, naive_delta=False
+                ),
+            ),
             ("unpaced", lambda: unpaced_rows(setup, 5 if not quick else 3)),
             ("cli", lambda: [cli_row(setup, Line(115200))]),
             ("import", lambda: [import_row(work, 10_000 if quick else 100_000, 2 if quick else 3)]),
@@ -491,8 +546,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += step()
     total = time.perf_counter() - started
     info = machine()
-    title = (f"meterlink benchmarks: {chargeable:,} chargeable accounts"
-             f"{' (quick)' if quick else ''}, {info['date']}")
+    title = (
+        f"meterlink benchmarks: {chargeable:,} chargeable accounts"
+        f"{' (quick)' if quick else ''}, {info['date']}"
+    )
     print_table(rows, title)
     for target, measured, met in targets(rows):
         mark = "n/a" if met is None else ("MET" if met else "MISSED")
@@ -506,13 +563,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _others_running() -> str:
     try:
-        out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True,
-                             check=False).stdout
+        out = subprocess.run(
+            ["ps", "-eo", "pid,args"], capture_output=True, text=True, check=False
+        ).stdout
     except OSError:
         return ""
     mine = str(os.getpid())
-    hits = [ln.split(None, 1)[0] for ln in out.splitlines()
-            if "pytest" in ln and not ln.strip().startswith(mine)]
+    hits = [
+        ln.split(None, 1)[0]
+        for ln in out.splitlines()
+        if "pytest" in ln and not ln.strip().startswith(mine)
+    ]
     return f"pytest pids {', '.join(hits)}" if hits else ""
 
 
