@@ -50,3 +50,24 @@ def serve(state: Path, *options: str, serial: str = "E2E-1", capacity: int = 100
         proc.wait()
         raise AssertionError(f"meter-sim did not start: {line!r}")
     return Served(proc, line.removeprefix("listening on "), state)
+
+
+def run_mail(port: str, account: int, postage: str, *options: str) -> None:
+    """`meter-sim mail` against ``port`` (postage per piece, in dollars)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "firmware_sim.cli",
+            "mail",
+            "--port",
+            port,
+            "--account",
+            str(account),
+            "--postage",
+            postage,
+            *options,
+        ],
+        check=True,
+        capture_output=True,
+    )

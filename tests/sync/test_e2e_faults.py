@@ -17,7 +17,7 @@ from agent.cli import main as meter_sync
 from protocol.client import MeterClient, read_all_accounts
 from protocol.digest import list_digest
 from protocol.messages import Ack, Auth
-from tests.sync.meters import SUPERVISOR, Served, serve
+from tests.sync.meters import SUPERVISOR, Served, run_mail, serve
 
 HEADER = "Name,Code,Status,PasswordEnabled,PasswordCode,ParentName,NextParentName\n"
 
@@ -85,25 +85,7 @@ def test_delta_roll_down_and_history_over_a_pty(
         assert accounts["D00T01"][1] == "Team 01 of dept"  # cut to 16, trailing space trimmed
         # mail on two accounts
         for code, cents in (("D01T01", "0.730"), ("D02T02", "1.000")):
-            number = accounts[code][0]
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "firmware_sim.cli",
-                    "mail",
-                    "--port",
-                    meter.port,
-                    "--account",
-                    str(number),
-                    "--postage",
-                    cents,
-                    "--pieces",
-                    "2",
-                ],
-                check=True,
-                capture_output=True,
-            )
+            run_mail(meter.port, accounts[code][0], cents, "--pieces", "2")
         # one rename: the delta is a sliver of the first sync
         write_list(env / "b.csv", 5, 10, rename={"D03T03": "Renamed team"})
         assert meter_sync(["import", str(env / "b.csv")]) == 0
@@ -159,24 +141,7 @@ def test_busy_meter_is_waited_out_over_a_pty(env: Path, capsys: pytest.CaptureFi
         assert meter_sync(["import", str(env / "a.csv")]) == 0
         assert _sync_json(meter.port, capsys)["status"] == "synced"
         _, accounts = meter_list(meter.port)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "firmware_sim.cli",
-                "mail",
-                "--port",
-                meter.port,
-                "--account",
-                str(accounts["D00T01"][0]),
-                "--postage",
-                "0.500",
-                "--duration-ms",
-                "1500",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        run_mail(meter.port, accounts["D00T01"][0], "0.500", "--duration-ms", "1500")
         write_list(env / "b.csv", 2, 3, rename={"D01T02": "Busy team"})
         assert meter_sync(["import", str(env / "b.csv")]) == 0
         result = _sync_json(meter.port, capsys)
