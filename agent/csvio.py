@@ -275,6 +275,19 @@ class Entry:
         return len(self.path)
 
 
+def _status(
+    row: Row, v: dict[str, str], kind: str, yes: str, policy: Policy, out: list[Issue]
+) -> bool:
+    """The required Status column of either format (``kind`` names its value rule)."""
+    status = v.get("Status", "")
+    if not status:
+        hint = "TRUE or FALSE" if yes == "TRUE" else "Y or N"
+        out.append(issue(row.line, "Status", "status-required", f"Status is {hint}"))
+    else:
+        out.extend(check_value(kind, status, "Status", row.line, policy))
+    return status == yes
+
+
 def _flag(row: Row, col: str, kind: str, policy: Policy, out: list[Issue]) -> str:
     value = row.values.get(col, "")
     out.extend(check_value(kind, value, col, row.line, policy))
@@ -330,12 +343,7 @@ def _parse_pitneyship(
     )
     _label_checks(entry, row, policy, out)
     values = entry.values
-    status = v.get("Status", "")
-    if not status:
-        out.append(issue(row.line, "Status", "status-required", "Status is TRUE or FALSE"))
-    else:
-        out.extend(check_value("status", status, "Status", row.line, policy))
-    values["active"] = status == "TRUE"
+    values["active"] = _status(row, v, "status", "TRUE", policy, out)
     if "Description" in cols:
         values["description"] = _flag(row, "Description", "description", policy, out)
     for col, name in (("Billable", "billable"), ("Archive", "archived")):
@@ -396,12 +404,7 @@ def _parse_cost_accounting(
     )
     _label_checks(entry, row, policy, out)
     values = entry.values
-    status = v.get("Status", "")
-    if not status:
-        out.append(issue(row.line, "Status", "status-required", "Status is Y or N"))
-    else:
-        out.extend(check_value("yn", status, "Status", row.line, policy))
-    values["active"] = status == "Y"
+    values["active"] = _status(row, v, "yn", "Y", policy, out)
     if "Description" in cols:
         values["description"] = _flag(row, "Description", "description", policy, out)
     if "Delete" in cols:
